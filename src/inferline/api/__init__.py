@@ -1,0 +1,1 @@
+"""HTTP API: a pure-ASGI app, routes per protocol, error mapping."""

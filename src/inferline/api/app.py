@@ -1,0 +1,138 @@
+"""The ASGI application: routing, lifespan, and the one place errors become status codes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from inferline.api.http import Receive, Request, Scope, Send, send_json
+from inferline.config import Settings
+from inferline.errors import (
+    DeadlineExceeded,
+    InferlineError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+from inferline.service import Service
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+
+
+def status_of(exc: InferlineError) -> int:
+    if isinstance(exc, InvalidInput):
+        return exc.status
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Overloaded):
+        return 429
+    if isinstance(exc, Unavailable):
+        return 503
+    if isinstance(exc, DeadlineExceeded):
+        return 504
+    return 500
+
+
+class Router:
+    """Exact paths in a dict; paths with ``{name}`` segments as regexes, in order."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self._exact: dict[str, dict[str, Handler]] = {}
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        for route in routes:
+            if "{" in route.path:
+                regex = re.compile(
+                    "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$"
+                )
+                for pattern, methods in self._patterns:
+                    if pattern.pattern == regex.pattern:
+                        methods[route.method] = route.handler
+                        break
+                else:
+                    self._patterns.append((regex, {route.method: route.handler}))
+            else:
+                self._exact.setdefault(route.path, {})[route.method] = route.handler
+
+    def match(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+        methods = self._exact.get(path)
+        if methods is not None:
+            return methods, {}
+        for pattern, methods in self._patterns:
+            found = pattern.match(path)
+            if found:
+                return methods, found.groupdict()
+        return None
+
+
+class App:
+    def __init__(self, service: Service, routes: list[Route]) -> None:
+        self.service = service
+        self.settings: Settings = service.settings
+        self.router = Router(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.router.match(scope["path"])
+        if found is None:
+            await send_json(send, 404, {"error": f"no route {scope['path']}"})
+            return
+        methods, params = found
+        handler = methods.get(scope["method"])
+        if handler is None:
+            allow = ", ".join(sorted(methods)).encode()
+            await send_json(
+                send, 405, {"error": f"method {scope['method']} not allowed"}, [(b"allow", allow)]
+            )
+            return
+        request = Request(scope, receive, self.settings.max_body_bytes, params)
+        try:
+            await handler(request, send)
+        except InferlineError as exc:
+            await self._error(send, exc)
+        except Exception:
+            error_id = uuid.uuid4().hex
+            log.exception("unhandled error %s on %s %s", error_id, scope["method"], scope["path"])
+            await send_json(send, 500, {"error": f"internal error (id {error_id})"})
+
+    async def _error(self, send: Send, exc: InferlineError) -> None:
+        status = status_of(exc)
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, Overloaded):
+            headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+        if status == 500:
+            error_id = uuid.uuid4().hex
+            log.error("engine error %s: %s", error_id, exc, exc_info=exc)
+            message = f"inference failed (id {error_id})"
+        else:
+            message = str(exc)
+        await send_json(send, status, {"error": message}, headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.service.start_background()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.close(self.settings.shutdown_grace_s)
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,13 @@
+"""Build the ASGI app for a service."""
+
+from __future__ import annotations
+
+from inferline.api import openapi, routes
+from inferline.api.app import App
+from inferline.config import Settings
+from inferline.service import Service
+
+
+def create_app(settings: Settings, service: Service | None = None) -> App:
+    service = service or Service(settings)
+    return App(service, [*routes.routes(service), *openapi.routes(settings)])

@@ -1,0 +1,87 @@
+"""Small pure-ASGI helpers: read a bounded body, parse JSON, send JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from inferline.errors import InvalidInput, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = (b"content-type", b"application/json")
+DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(slots=True)
+class Request:
+    scope: Scope
+    receive: Receive
+    max_body: int
+    path_params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return bytes(value)
+        return None
+
+    async def body(self) -> bytes:
+        declared = self.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise PayloadTooLarge(f"the body is over the limit of {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("the client went away", status=400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"the body is over the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def json(self) -> Any:
+        body = await self.body()
+        if not body:
+            raise InvalidInput("the body is empty; send a JSON object", status=400)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"the body is not valid JSON: {exc}", status=400) from None
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    payload: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = orjson.dumps(payload, option=DUMP_OPTIONS)
+    await send_bytes(send, status, body, [JSON_TYPE, *(headers or [])])
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

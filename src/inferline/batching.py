@@ -1,0 +1,353 @@
+"""The dynamic batcher: one per model, between the protocols and the engine.
+
+Items wait in a bounded queue. A batch is cut when a lane is free and either the batch is
+full (count or padded tokens) or the oldest waiting item has waited ``max_delay``. The oldest
+item always goes into the next batch (no starvation); the rest are its nearest neighbours by
+length, so padding stays low. Expired and cancelled items leave the queue before the engine
+sees them. Results are set only on futures that are not done yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from inferline.errors import (
+    DeadlineExceeded,
+    EngineError,
+    InferlineError,
+    InvalidInput,
+    Overloaded,
+    Unavailable,
+)
+from inferline.types import FloatArray, Item
+
+# How many of the oldest waiting items a batch is chosen from: wide enough to find texts of
+# similar length, narrow enough that choosing stays cheap.
+WINDOW = 256
+
+InferFn = Callable[[Sequence[Item]], Awaitable[Sequence[FloatArray | BaseException]]]
+BatchHook = Callable[["BatchReport"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherLimits:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_delay: float = 0.002
+    max_padding_ratio: float = 1.1
+    min_batch_size: int = 4
+    max_queue_items: int = 2048
+    max_queue_tokens: int = 262_144
+    concurrency: int = 2
+
+
+def grow(lengths: Sequence[int], start: int, limits: BatcherLimits) -> tuple[int, int]:
+    """Grow a batch around ``lengths[start]`` (``lengths`` sorted) to its nearest neighbours.
+
+    Each step adds the neighbour that adds the least padding. Growth stops at the size or
+    token limit, or, past ``min_batch_size``, when padding would exceed ``max_padding_ratio``
+    of the real tokens: a padded token costs as much as a real one.
+    """
+    lo = hi = start
+    longest = real = lengths[start]
+    while hi - lo + 1 < limits.max_batch_size:
+        n = hi - lo + 1
+        best: tuple[int, int] | None = None  # (waste, side)
+        if hi + 1 < len(lengths):
+            best = (n * (lengths[hi + 1] - longest), +1)
+        if lo > 0 and (best is None or longest - lengths[lo - 1] < best[0]):
+            best = (longest - lengths[lo - 1], -1)
+        if best is None:
+            break
+        length = lengths[hi + 1] if best[1] > 0 else lengths[lo - 1]
+        padded = (n + 1) * max(longest, length)
+        if padded > limits.max_batch_tokens:
+            break
+        if n + 1 > limits.min_batch_size and padded > limits.max_padding_ratio * (real + length):
+            break
+        if best[1] > 0:
+            hi += 1
+            longest = max(longest, length)
+        else:
+            lo -= 1
+        real += length
+    return lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What one engine call did; handed to the optional hook (metrics, benchmarks)."""
+
+    size: int
+    tokens: int
+    padded_tokens: int
+    queue_waits: Sequence[float]
+    duration: float
+    failed: bool
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    seq: int
+    item: Item
+    future: asyncio.Future[FloatArray]
+    enqueued: float
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+class Batcher:
+    """Groups submitted items into engine calls. Use ``start()`` once, ``close()`` at the end."""
+
+    def __init__(
+        self,
+        infer: InferFn,
+        limits: BatcherLimits,
+        *,
+        name: str = "model",
+        on_batch: BatchHook | None = None,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self._infer = infer
+        self._on_batch = on_batch
+        self._pending: dict[int, _Entry] = {}
+        self._queued_tokens = 0
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._rate = 0.0  # texts/s, smoothed; drives Retry-After
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, item: Item, deadline: float | None = None) -> FloatArray:
+        """Run one item; ``deadline`` is a ``time.monotonic()`` instant."""
+        (future,) = self.enqueue([item], deadline)
+        return await future
+
+    async def submit_many(
+        self, items: Sequence[Item], deadline: float | None = None
+    ) -> list[FloatArray]:
+        """Run several items, admitted together; if one fails, the rest are cancelled."""
+        futures = self.enqueue(items, deadline)
+        try:
+            return [await f for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()  # no-op on done futures; frees queue slots of the rest
+
+    def enqueue(self, items: Sequence[Item], deadline: float | None) -> list[asyncio.Future[FloatArray]]:
+        """Admit all items or none, and return one future per item."""
+        self._admit(items, deadline)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[FloatArray]] = []
+        for item in items:
+            seq = next(self._seq)
+            entry = _Entry(seq, item, loop.create_future(), now)
+            if deadline is not None:
+                entry.timer = loop.call_later(deadline - now, self._expire, seq)
+            entry.future.add_done_callback(lambda _f, s=seq: self._discard(s))
+            self._pending[seq] = entry
+            self._queued_tokens += item.tokens
+            futures.append(entry.future)
+        self._wakeup.set()
+        if self._is_full():
+            self._full.set()
+        return futures
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Refuse new work, let queued and running batches finish within ``grace``."""
+        self._closing = True
+        self._wakeup.set()
+        self._full.set()
+        loop_task = self._loop_task
+        if loop_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(loop_task), grace)
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        for entry in list(self._pending.values()):
+            if not entry.future.done():
+                entry.future.set_exception(Unavailable("the service is shutting down"))
+        if self._running:
+            await asyncio.wait(self._running, timeout=max(0.0, grace))
+
+    # -- admission --------------------------------------------------------------------------
+
+    def _admit(self, items: Sequence[Item], deadline: float | None) -> None:
+        if self._closing:
+            raise Unavailable("the service is shutting down")
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("the deadline passed before the request was queued")
+        limits = self.limits
+        tokens = 0
+        for item in items:
+            if item.tokens == 0:
+                raise InvalidInput("an item has no tokens")
+            tokens += item.tokens
+        if (
+            len(self._pending) + len(items) > limits.max_queue_items
+            or self._queued_tokens + tokens > limits.max_queue_tokens
+        ):
+            raise Overloaded(
+                f"the {self.name} queue is full ({len(self._pending)} texts, "
+                f"{self._queued_tokens} tokens waiting)",
+                retry_after=self._retry_after(),
+            )
+
+    def _retry_after(self) -> float:
+        if self._rate <= 0:
+            return 1.0
+        return min(60.0, max(1.0, math.ceil(len(self._pending) / self._rate)))
+
+    def _is_full(self) -> bool:
+        return (
+            len(self._pending) >= self.limits.max_batch_size
+            or self._queued_tokens >= self.limits.max_batch_tokens
+        )
+
+    def _expire(self, seq: int) -> None:
+        entry = self._pending.get(seq)
+        if entry is not None and not entry.future.done():
+            entry.timer = None
+            entry.future.set_exception(
+                DeadlineExceeded("the deadline passed while the request was queued")
+            )
+
+    def _discard(self, seq: int) -> None:
+        entry = self._pending.pop(seq, None)
+        if entry is not None:
+            self._queued_tokens -= entry.item.tokens
+            if entry.timer is not None:
+                entry.timer.cancel()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    if self._running:
+                        await asyncio.wait(set(self._running))
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            try:
+                await self._wait_to_fill()
+                batch = self._take()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _wait_to_fill(self) -> None:
+        if not self._pending or self._is_full() or self._closing:
+            return
+        oldest = next(iter(self._pending.values()))
+        remaining = oldest.enqueued + self.limits.max_delay - time.monotonic()
+        if remaining <= 0:
+            return
+        self._full.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await self._full.wait()
+
+    def _take(self) -> list[_Entry]:
+        """Pop the oldest entry and its nearest neighbours by length, within the limits."""
+        limits = self.limits
+        window: list[_Entry] = []
+        for entry in list(self._pending.values()):
+            if entry.future.done():  # cancelled or expired; its callback has not run yet
+                self._discard(entry.seq)
+                continue
+            window.append(entry)
+            if len(window) >= WINDOW:
+                break
+        if not window:
+            return []
+        anchor = window[0]
+        ordered = sorted(window, key=lambda e: e.item.tokens)
+        lo, hi = grow([e.item.tokens for e in ordered], ordered.index(anchor), limits)
+        batch = ordered[lo : hi + 1]
+        for entry in batch:
+            self._discard(entry.seq)
+        return batch
+
+    async def _execute(self, batch: list[_Entry]) -> None:
+        started = time.monotonic()
+        failed = False
+        try:
+            outputs = await self._infer([e.item for e in batch])
+            if len(outputs) != len(batch):
+                raise EngineError(
+                    f"the engine returned {len(outputs)} outputs for {len(batch)} inputs"
+                )
+            for entry, out in zip(batch, outputs, strict=True):
+                if entry.future.done():
+                    continue
+                if isinstance(out, BaseException):
+                    entry.future.set_exception(out)
+                else:
+                    entry.future.set_result(out)
+        except Exception as exc:
+            failed = True
+            error = exc if isinstance(exc, InferlineError) else EngineError("inference failed")
+            if error is not exc:
+                error.__cause__ = exc
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+        finally:
+            self._slots.release()
+            self._wakeup.set()
+            ended = time.monotonic()
+            self._observe(batch, started, ended, failed)
+
+    def _observe(self, batch: list[_Entry], started: float, ended: float, failed: bool) -> None:
+        duration = max(ended - started, 1e-6)
+        rate = len(batch) / duration * self.limits.concurrency
+        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        if self._on_batch is None:
+            return
+        tokens = sum(e.item.tokens for e in batch)
+        longest = max(e.item.tokens for e in batch)
+        self._on_batch(
+            BatchReport(
+                size=len(batch),
+                tokens=tokens,
+                padded_tokens=longest * len(batch),
+                queue_waits=[started - e.enqueued for e in batch],
+                duration=duration,
+                failed=failed,
+            )
+        )

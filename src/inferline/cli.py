@@ -1,0 +1,85 @@
+"""The ``inferline`` command: one sub-command, one library call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from inferline.config import Settings
+from inferline.errors import InferlineError
+
+DEFAULT_DATA = Path("../shared/data/sentiment")
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{(field.description or '').strip()} [env INFERLINE_{name.upper()}]",
+        )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="inferline", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    _settings_flags(serve)
+
+    model = commands.add_parser("model", help="build or train the model")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    build = model_commands.add_parser("build", help="export, quantise and verify the model directory")
+    build.add_argument("--model-dir", type=Path, default=None, help="[env INFERLINE_MODEL_DIR]")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    head = model_commands.add_parser("train-head", help="train the logistic-regression sentiment head")
+    head.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the *.jsonl files")
+    head.add_argument("--out", type=Path, default=None, help="where to write the head")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (InferlineError, FileNotFoundError, ValueError) as exc:
+        print(f"inferline: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from inferline.server import serve
+
+        serve(_settings(args))
+        return 0
+    if args.model_command == "build":
+        from inferline.modelrepo.build import build
+
+        model_dir = args.model_dir or Settings().model_dir
+        build(model_dir, force=args.force)
+        return 0
+    from inferline.modelrepo.build import head_path
+    from inferline.modelrepo.head import train_head
+
+    train_head(args.data, args.out or head_path())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

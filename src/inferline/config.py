@@ -1,0 +1,61 @@
+"""Typed settings, read once from ``INFERLINE_*`` variables (and CLI flags), then frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_model_dir() -> Path:
+    return Path.home() / ".cache" / "inferline" / "models" / "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field maps to ``INFERLINE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERLINE_", frozen=True, extra="forbid")
+
+    host: str = "0.0.0.0"  # containers need all interfaces
+    """Address the HTTP server binds."""
+    port: int = Field(8000, ge=0, le=65535)
+    """HTTP port (0 picks a free one)."""
+
+    model_dir: Path = Field(default_factory=default_model_dir)
+    """Directory written by ``inferline model build``: ONNX files, tokenizer, manifest."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Execution provider: ``cuda`` uses the CUDA provider when onnxruntime-gpu has it."""
+    precision: Literal["auto", "int8", "fp32"] = "auto"
+    """Weights to serve; ``auto`` is int8 on CPU and fp32 on CUDA."""
+    lanes: int = Field(2, ge=1, le=64)
+    """Batches that may run at once per model (parallel ONNX Runtime calls)."""
+    intra_op_threads: int = Field(1, ge=0, le=256)
+    """Threads inside one ONNX Runtime call (0 lets ONNX Runtime choose)."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    """Most texts in one model call."""
+    max_batch_tokens: int = Field(8192, ge=1)
+    """Most padded tokens (texts x longest text) in one model call."""
+    max_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    """How long the first queued text may wait for a batch to fill."""
+    max_queue_items: int = Field(2048, ge=1)
+    """Texts that may wait per model before new work is refused with 429."""
+    max_queue_tokens: int = Field(262_144, ge=1)
+    """Tokens that may wait per model before new work is refused with 429."""
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body; larger ones get 413."""
+    max_texts_per_request: int = Field(256, ge=1)
+    """Most texts in one request; more get 422."""
+    max_text_chars: int = Field(20_000, ge=1)
+    """Longest text in characters; longer ones get 422 (texts over the model's tokens are truncated)."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Default deadline of a request; texts still queued when it passes get 504."""
+
+    shutdown_grace_s: float = Field(25.0, ge=0)
+    """On SIGTERM, how long accepted requests may take to finish before the process exits."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service."""

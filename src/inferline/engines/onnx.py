@@ -1,0 +1,101 @@
+"""OnnxEngine: ONNX Runtime in process, on the CPU or through the CUDA provider."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferline.errors import EngineError
+from inferline.types import EngineInfo, FloatArray, Item
+
+log = logging.getLogger(__name__)
+
+
+def providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise EngineError(
+                "device=cuda, but this onnxruntime has no CUDA provider: install onnxruntime-gpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxEngine:
+    """One ONNX Runtime session, called from ``lanes`` threads at once.
+
+    Concurrent ``run`` calls on one session are safe; with one intra-op thread each, two
+    lanes match two separate sessions in speed (measured) at half the memory.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str,
+        output: str,
+        output_dim: int,
+        max_tokens: int,
+        device: str = "cpu",
+        lanes: int = 2,
+        intra_op_threads: int = 1,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=providers_for(device)
+            )
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"could not load {path.name}: {exc}") from exc
+        self._output = output
+        self._pool = ThreadPoolExecutor(lanes, thread_name_prefix=f"onnx-{name}")
+        self._info = EngineInfo(
+            name=name,
+            inputs=("input_ids", "attention_mask"),
+            output=output,
+            output_dim=output_dim,
+            max_tokens=max_tokens,
+            device=self._session.get_providers()[0],
+            lanes=lanes,
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run, items)
+
+    def _run(self, items: Sequence[Item]) -> list[FloatArray]:
+        width = max(item.tokens for item in items)
+        ids = np.zeros((len(items), width), dtype=np.int64)
+        mask = np.zeros((len(items), width), dtype=np.int64)
+        for row, item in enumerate(items):
+            ids[row, : item.tokens] = item.ids
+            mask[row, : item.tokens] = 1
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        try:
+            out = self._session.run([self._output], feeds)[0]
+        except Exception as exc:
+            raise EngineError(f"ONNX Runtime failed on a batch of {len(items)}") from exc
+        return list(out)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)

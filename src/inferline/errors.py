@@ -1,0 +1,63 @@
+"""Exceptions raised by inferline.
+
+    InferlineError
+    +-- InvalidInput          the client sent something unusable      (HTTP 400/422)
+    |   +-- PayloadTooLarge   body over the size limit                (HTTP 413)
+    +-- NotFound              unknown model, version or route         (HTTP 404)
+    +-- Overloaded            a bounded queue is full                 (HTTP 429)
+    +-- Unavailable           not ready yet, or draining              (HTTP 503)
+    +-- DeadlineExceeded      the deadline passed before the model ran (HTTP 504)
+    +-- EngineError           the model itself failed                 (HTTP 500, opaque id)
+    +-- ModelBuildError       ``inferline model build`` could not produce a valid model
+
+Only the API layers map these to status codes; the library raises them.
+"""
+
+from __future__ import annotations
+
+
+class InferlineError(Exception):
+    """Base class of every error inferline raises on purpose."""
+
+
+class InvalidInput(InferlineError):
+    """The request is malformed or breaks a limit."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PayloadTooLarge(InvalidInput):
+    """The body is larger than the configured limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=413)
+
+
+class NotFound(InferlineError):
+    """No such model, version or route."""
+
+
+class Overloaded(InferlineError):
+    """The queue is full; ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(InferlineError):
+    """The service is starting or shutting down."""
+
+
+class DeadlineExceeded(InferlineError):
+    """The request's deadline passed before the model ran it."""
+
+
+class EngineError(InferlineError):
+    """The engine failed on a batch, or returned the wrong number of outputs."""
+
+
+class ModelBuildError(InferlineError):
+    """The model directory could not be built or failed its verification."""

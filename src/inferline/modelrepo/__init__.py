@@ -1,0 +1,1 @@
+"""Model repository: build (export, quantise, verify), manifest, training data."""

