@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -157,7 +158,9 @@ class Batcher:
             for f in futures:
                 f.cancel()  # no-op on done futures; frees queue slots of the rest
 
-    def enqueue(self, items: Sequence[Item], deadline: float | None) -> list[asyncio.Future[FloatArray]]:
+    def enqueue(
+        self, items: Sequence[Item], deadline: float | None
+    ) -> list[asyncio.Future[FloatArray]]:
         """Admit all items or none, and return one future per item."""
         self._admit(items, deadline)
         loop = asyncio.get_running_loop()
@@ -168,7 +171,7 @@ class Batcher:
             entry = _Entry(seq, item, loop.create_future(), now)
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, seq)
-            entry.future.add_done_callback(lambda _f, s=seq: self._discard(s))
+            entry.future.add_done_callback(functools.partial(self._on_done, seq))
             self._pending[seq] = entry
             self._queued_tokens += item.tokens
             futures.append(entry.future)
@@ -236,6 +239,9 @@ class Batcher:
             entry.future.set_exception(
                 DeadlineExceeded("the deadline passed while the request was queued")
             )
+
+    def _on_done(self, seq: int, _future: asyncio.Future[FloatArray]) -> None:
+        self._discard(seq)
 
     def _discard(self, seq: int) -> None:
         entry = self._pending.pop(seq, None)

@@ -42,10 +42,14 @@ def parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="build or train the model")
     model_commands = model.add_subparsers(dest="model_command", required=True)
-    build = model_commands.add_parser("build", help="export, quantise and verify the model directory")
+    build = model_commands.add_parser(
+        "build", help="export, quantise and verify the model directory"
+    )
     build.add_argument("--model-dir", type=Path, default=None, help="[env INFERLINE_MODEL_DIR]")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    head = model_commands.add_parser("train-head", help="train the logistic-regression sentiment head")
+    head = model_commands.add_parser(
+        "train-head", help="train the logistic-regression sentiment head"
+    )
     head.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the *.jsonl files")
     head.add_argument("--out", type=Path, default=None, help="where to write the head")
     return root

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts in one request; more get 422."""
     max_text_chars: int = Field(20_000, ge=1)
-    """Longest text in characters; longer ones get 422 (texts over the model's tokens are truncated)."""
+    """Longest text in characters; longer ones get 422. Texts over the model's token limit
+    are truncated, and the response says so."""
     request_timeout_s: float = Field(30.0, gt=0)
     """Default deadline of a request; texts still queued when it passes get 504."""
 

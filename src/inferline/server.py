@@ -1,14 +1,22 @@
-"""Run the HTTP service under uvicorn (uvloop + httptools)."""
+"""Run the HTTP service under uvicorn (uvloop + httptools), with our own signal handling."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
+import uvloop
 
 from inferline.api.factory import create_app
 from inferline.config import Settings
 from inferline.modelrepo.manifest import Manifest
+from inferline.service import Service
+
+log = logging.getLogger(__name__)
 
 
 def configure_logging(level: str) -> None:
@@ -18,20 +26,46 @@ def configure_logging(level: str) -> None:
     )
 
 
+class _Server(uvicorn.Server):
+    # uvicorn re-raises a captured signal after shutdown, so the process would die of
+    # SIGTERM instead of exiting 0; serve() installs its own handlers instead.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; accepted requests finish within the grace period."""
     configure_logging(settings.log_level)
     Manifest.load(settings.model_dir)  # fail fast, before binding, when nothing was built
+    service = Service(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, service),
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
         lifespan="on",
+        http="httptools",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=2048,
     )
-    uvicorn.Server(config).run()
+    server = _Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if server.should_exit:
+                server.force_exit = True  # a second signal: stop waiting
+                return
+            log.info("received %s: draining", sig.name)
+            service.begin_drain()  # readiness turns 503 at once
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

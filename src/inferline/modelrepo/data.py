@@ -42,7 +42,9 @@ def load_file(path: Path) -> list[Example]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            rows.append(Example(str(row["id"]), str(row["text"]), label_of(float(row["rating"])), source))
+            rows.append(
+                Example(str(row["id"]), str(row["text"]), label_of(float(row["rating"])), source)
+            )
     return rows
 
 

@@ -24,7 +24,9 @@ SEED = 0
 L2 = 1e-3
 
 
-def embed(encoder: Encoder, tok: TextEncoder, texts: Sequence[str], batch: int = 64) -> torch.Tensor:
+def embed(
+    encoder: Encoder, tok: TextEncoder, texts: Sequence[str], batch: int = 64
+) -> torch.Tensor:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.zeros(len(texts), 384)
     with torch.no_grad():
@@ -53,7 +55,7 @@ def fit(features: torch.Tensor, labels: torch.Tensor) -> torch.nn.Linear:
         loss.backward()
         return loss
 
-    opt.step(closure)  # type: ignore[no-untyped-call]
+    opt.step(closure)
     return head.eval()
 
 
@@ -65,7 +67,6 @@ def scores(pred: npt.NDArray[np.int64], gold: npt.NDArray[np.int64]) -> dict[str
         fp = float(((pred == c) & (gold != c)).sum())
         fn = float(((pred != c) & (gold == c)).sum())
         f1s.append(2 * tp / max(2 * tp + fp + fn, 1.0))
-    # Positive/negative accuracy: on polar items, is the positive class more likely than the negative?
     return {"macro_f1": float(np.mean(f1s)), "n": float(len(gold)), "polar_n": float(polar.sum())}
 
 
@@ -90,7 +91,9 @@ def train_head(data_dir: Path, out_path: Path, log: TextIO = sys.stderr) -> dict
     return metrics
 
 
-def evaluate_head(head: torch.nn.Linear, features: torch.Tensor, val: list[Example]) -> dict[str, float]:
+def evaluate_head(
+    head: torch.nn.Linear, features: torch.Tensor, val: list[Example]
+) -> dict[str, float]:
     with torch.no_grad():
         logits = head(features).numpy()
     gold = np.array([e.label for e in val])

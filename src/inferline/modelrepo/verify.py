@@ -46,7 +46,7 @@ SENTENCES = [
     "i bought this dvd player mainly because my old sharp dvd player could not play most of the dvds from the store that i rent from and i had to watch them using my pc's dvd-rom player.",
     "i've registered this unit at www.apexdigialinc.com and listed the problem.",
     "i'm editing my review, because now i wish i read the manual before returning the player i bought for my girlfriend.",
-    "somewhat disappointed that i could not \" hook up \" to my sony multi brand remote commander.",
+    'somewhat disappointed that i could not " hook up " to my sony multi brand remote commander.',
     "value for money.",
     " ".join(["The manual is long and repetitive, and the pictures do not match the parts."] * 20),
 ]

@@ -29,6 +29,8 @@ class SentimentTask:
         return {
             "label": self.labels[best],
             "score": round(float(p[self._pos] - p[self._neg]), 6),
-            "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, p, strict=True)},
+            "probabilities": {
+                name: round(float(v), 6) for name, v in zip(self.labels, p, strict=True)
+            },
             "truncated": item.truncated,
         }

@@ -1,0 +1,117 @@
+"""Fixtures shared by the integration and end-to-end tests: real servers on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inferline.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def model_dir() -> Path:
+    path = Settings().model_dir
+    if not (path / "manifest.json").is_file():
+        pytest.fail(f"no model at {path}: run `inferline model build` first (make test does)")
+    return path
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "INFERLINE_MODEL_DIR": str(model_dir()),
+        "INFERLINE_HOST": "127.0.0.1",
+        "INFERLINE_PORT": str(port),
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inferline.cli", "serve"],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 60
+    path = "/health/ready" if wait_ready else "/health/live"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not become ready:\n{server.output()}")
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    servers: list[Server] = []
+    tmp = tmp_path_factory.mktemp("servers")
+
+    def factory(env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
+        server = start_server(tmp, env, wait_ready)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+# Small limits so that every limit can be hit cheaply.
+LIMITS = {
+    "INFERLINE_MAX_TEXTS_PER_REQUEST": "8",
+    "INFERLINE_MAX_TEXT_CHARS": "2000",
+    "INFERLINE_MAX_BODY_BYTES": "65536",
+}
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: ServerFactory) -> Server:
+    return server_factory(LIMITS)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

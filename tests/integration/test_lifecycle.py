@@ -1,0 +1,77 @@
+"""Readiness around model loading, start-up failures, and shutdown on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from inferline.api.factory import create_app
+from inferline.config import Settings
+from inferline.service import Service, State
+from tests.conftest import ServerFactory, model_dir
+
+
+def test_ready_only_after_load_and_warm_up() -> None:
+    async def scenario() -> None:
+        service = Service(Settings(model_dir=model_dir()))
+        app = create_app(service.settings, service)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/health/ready")
+            assert r.status_code == 503 and "loading" in r.json()["error"]
+            r = await c.post("/predict", json={"text": "too early"})
+            assert r.status_code == 503
+            assert (await c.get("/health/live")).status_code == 200
+            await service.start()
+            assert service.state is State.READY
+            assert (await c.get("/health/ready")).status_code == 200
+            assert (await c.post("/predict", json={"text": "now"})).status_code == 200
+            await service.close(grace=5)
+            assert (await c.get("/health/ready")).status_code == 503
+            assert (await c.post("/predict", json={"text": "late"})).status_code == 503
+
+    asyncio.run(scenario())
+
+
+def test_failed_load_reports_why(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        service = Service(Settings(model_dir=tmp_path / "missing"))
+        await service.start()
+        assert service.state is State.FAILED
+        assert "inferline model build" in service.not_ready_reason()
+
+    asyncio.run(scenario())
+
+
+def test_serve_without_model_exits_with_a_clear_message(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inferline.cli",
+            "serve",
+            "--model-dir",
+            str(tmp_path),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "inferline model build" in proc.stderr
+
+
+def test_sigterm_and_sigint_exit_cleanly(server_factory: ServerFactory) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server = server_factory()
+        assert httpx.post(server.url + "/predict", json={"text": "ok"}).status_code == 200
+        assert server.stop(sig) == 0
+        assert "Traceback" not in server.output()
