@@ -34,10 +34,15 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, le=256)
     """Threads inside one ONNX Runtime call (0 lets ONNX Runtime choose)."""
 
-    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_size: int = Field(16, ge=1, le=4096)
     """Most texts in one model call."""
     max_batch_tokens: int = Field(8192, ge=1)
     """Most padded tokens (texts x longest text) in one model call."""
+    max_padding_ratio: float = Field(1.05, ge=1.0)
+    """A batch stops growing when its padded tokens would exceed this multiple of its real
+    tokens (padding costs as much compute as real tokens)."""
+    min_batch_size: int = Field(2, ge=1)
+    """Texts a batch may take regardless of the padding rule."""
     max_delay_ms: float = Field(2.0, ge=0, le=10_000)
     """How long the first queued text may wait for a batch to fill."""
     max_queue_items: int = Field(2048, ge=1)

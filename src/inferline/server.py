@@ -49,6 +49,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=2048,
+        proxy_headers=False,  # client addresses are not used; skip the middleware
+        server_header=False,
     )
     server = _Server(config)
 

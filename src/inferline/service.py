@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Texts up to this many characters in total are tokenised on the event loop (tens of
 # microseconds); longer requests go to a thread so that the loop never stalls.
-INLINE_TOKENIZE_CHARS = 4096
+INLINE_TOKENIZE_CHARS = 8192
 WARMUP_TEXTS = ["warm up", "a slightly longer sentence to warm up the model with padding"] * 4
 
 
@@ -97,9 +97,13 @@ class Service:
             max_batch_size=s.max_batch_size,
             max_batch_tokens=max(s.max_batch_tokens, manifest.max_tokens),
             max_delay=s.max_delay_ms / 1000,
+            max_padding_ratio=s.max_padding_ratio,
+            min_batch_size=s.min_batch_size,
             max_queue_items=s.max_queue_items,
             max_queue_tokens=max(s.max_queue_tokens, manifest.max_tokens),
-            concurrency=s.lanes,
+            # One batch more than lanes: the next batch waits in the executor, so a lane that
+            # finishes starts at once instead of waiting for the event loop to cut a batch.
+            concurrency=s.lanes + 1,
         )
         tasks: dict[str, Task] = {
             "embedding": EmbeddingTask(),

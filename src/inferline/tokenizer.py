@@ -10,6 +10,8 @@ from tokenizers import Tokenizer
 
 from inferline.types import Item
 
+SERIAL_MAX = 64
+
 
 class TextEncoder:
     """Turns texts into :class:`Item` s. Thread-safe; encode_batch releases the GIL."""
@@ -25,7 +27,12 @@ class TextEncoder:
         self._sep = np.array([sep if sep is not None else 102], dtype=np.int64)
 
     def encode(self, texts: Sequence[str]) -> list[Item]:
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        if len(texts) <= SERIAL_MAX:
+            # encode_batch hands work to a rayon pool and waits for it; when the cores are
+            # busy running the model, that wait costs several times the tokenising itself.
+            encodings = [self._tok.encode(t, add_special_tokens=True) for t in texts]
+        else:
+            encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
         limit = self.max_tokens
         items = []
         for enc in encodings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,10 +18,10 @@ class Item:
 
     ids: npt.NDArray[np.int64]
     truncated: bool = False
+    tokens: int = field(init=False)  # read on every batching decision: a field, not a property
 
-    @property
-    def tokens(self) -> int:
-        return int(self.ids.shape[0])
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", int(self.ids.shape[0]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from inferline.errors import EngineError
 from inferline.types import EngineInfo, FloatArray, Item
@@ -27,6 +28,17 @@ def providers_for(device: str) -> list[str]:
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def pad_batch(items: Sequence[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Right-pad token ids to the longest item; return (input_ids, attention_mask)."""
+    width = max(item.tokens for item in items)
+    ids = np.zeros((len(items), width), dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    for row, item in enumerate(items):
+        ids[row, : item.tokens] = item.ids
+        mask[row, : item.tokens] = 1
+    return ids, mask
 
 
 class OnnxEngine:
@@ -84,12 +96,7 @@ class OnnxEngine:
         return await loop.run_in_executor(self._pool, self._run, items)
 
     def _run(self, items: Sequence[Item]) -> list[FloatArray]:
-        width = max(item.tokens for item in items)
-        ids = np.zeros((len(items), width), dtype=np.int64)
-        mask = np.zeros((len(items), width), dtype=np.int64)
-        for row, item in enumerate(items):
-            ids[row, : item.tokens] = item.ids
-            mask[row, : item.tokens] = 1
+        ids, mask = pad_batch(items)
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         try:
             out = self._session.run([self._output], feeds)[0]

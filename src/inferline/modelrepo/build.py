@@ -20,7 +20,7 @@ from inferline.errors import ModelBuildError
 from inferline.modelrepo.data import LABELS
 from inferline.modelrepo.manifest import GraphSpec, Manifest, sha256_file
 
-BUILD_VERSION = "2"  # bump whenever the export changes, so that old directories rebuild
+BUILD_VERSION = "3"  # bump whenever the export changes, so that old directories rebuild
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with sequences of at most 256 tokens
 EMBEDDING_DIM = 384
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
 
         def export_both() -> None:
             export.export_onnx(plain, work / "model.onnx", "sentence_embedding")
-            export.export_onnx(sentiment, work / "sentiment.onnx", "logits")
+            export.export_onnx(sentiment, work / "sentiment.onnx", "probabilities")
 
         def quantize_both() -> None:
             export.quantize_int8(work / "model.onnx", work / "model.int8.onnx")
@@ -121,13 +121,13 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
                     verify.run_onnx(work / "model.int8.onnx", encoder),
                     quantized=True,
                 ),
-                verify.check_logits(
+                verify.check_probabilities(
                     "sentiment.onnx",
                     ref_log,
                     verify.run_onnx(work / "sentiment.onnx", encoder),
                     quantized=False,
                 ),
-                verify.check_logits(
+                verify.check_probabilities(
                     "sentiment.int8.onnx",
                     ref_log,
                     verify.run_onnx(work / "sentiment.int8.onnx", encoder),
@@ -163,7 +163,7 @@ def _manifest(work: Path, expected: str) -> Manifest:
             ),
             "sentiment": GraphSpec(
                 files={"fp32": "sentiment.onnx", "int8": "sentiment.int8.onnx"},
-                output="logits",
+                output="probabilities",
                 output_dim=len(LABELS),
             ),
         },

@@ -36,7 +36,8 @@ def load_bert() -> Any:
 
 
 class Encoder(nn.Module):
-    """BERT, mean pooling over real tokens, L2 normalisation; optionally a linear head."""
+    """BERT, mean pooling over real tokens, L2 normalisation; optionally a linear head whose
+    softmax is the output (computed in the graph, so the serving path does no maths)."""
 
     def __init__(self, bert: Any, head: nn.Linear | None = None) -> None:
         super().__init__()
@@ -59,8 +60,8 @@ class Encoder(nn.Module):
         embedding = nn.functional.normalize(pooled, p=2.0, dim=1)
         if self.head is None:
             return embedding
-        logits: torch.Tensor = self.head(embedding)
-        return logits
+        probabilities: torch.Tensor = torch.softmax(self.head(embedding), dim=-1)
+        return probabilities
 
 
 def load_head(path: Path, dim: int = 384, classes: int = 3) -> nn.Linear:

@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from inferline.engines.onnx import pad_batch
 from inferline.errors import ModelBuildError
 from inferline.modelrepo.torchmodel import Encoder
 from inferline.tokenizer import TextEncoder
-from inferline.types import Item
 
 # Amazon review sentences from the VADER ground-truth data (Hutto & Gilbert, 2014; MIT
 # licence), the domain the service is built for, plus one text over the token limit.
@@ -54,18 +54,8 @@ SENTENCES = [
 FloatArray = npt.NDArray[np.float32]
 
 
-def _pad(items: list[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    width = max(i.tokens for i in items)
-    ids = np.zeros((len(items), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, item in enumerate(items):
-        ids[row, : item.tokens] = item.ids
-        mask[row, : item.tokens] = 1
-    return ids, mask
-
-
 def reference(model: Encoder, encoder: TextEncoder) -> FloatArray:
-    ids, mask = _pad(encoder.encode(SENTENCES))
+    ids, mask = pad_batch(encoder.encode(SENTENCES))
     with torch.no_grad():
         out: FloatArray = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     return out
@@ -82,7 +72,7 @@ def run_onnx(path: Path, encoder: TextEncoder, batch: int = 8) -> FloatArray:
     rows: dict[int, FloatArray] = {}
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        ids, mask = _pad([items[i] for i in idx])
+        ids, mask = pad_batch([items[i] for i in idx])
         out = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         rows.update(zip(idx, out, strict=True))
     return np.stack([rows[i] for i in range(len(items))])
@@ -110,18 +100,14 @@ def check_embeddings(name: str, ref: FloatArray, got: FloatArray, *, quantized: 
     return summary
 
 
-def check_logits(name: str, ref: FloatArray, got: FloatArray, *, quantized: bool) -> str:
-    p_ref, p_got = _softmax(ref), _softmax(got)
-    diff = float(np.abs(p_ref - p_got).max())
-    agree = float((p_ref.argmax(1) == p_got.argmax(1)).mean())
+def check_probabilities(name: str, ref: FloatArray, got: FloatArray, *, quantized: bool) -> str:
+    diff = float(np.abs(ref - got).max())
+    agree = float((ref.argmax(1) == got.argmax(1)).mean())
     limit = 0.15 if quantized else 1e-3
-    summary = f"{name}: largest probability difference {diff:.4f} (needs <= {limit}), labels agree {agree:.0%}"
+    summary = (
+        f"{name}: largest probability difference {diff:.4f} (needs <= {limit}), "
+        f"labels agree {agree:.0%}"
+    )
     if diff > limit:
         raise ModelBuildError(f"verification failed: {summary}")
     return summary
-
-
-def _softmax(x: FloatArray) -> FloatArray:
-    e = np.exp(x - x.max(1, keepdims=True))
-    out: FloatArray = e / e.sum(1, keepdims=True)
-    return out

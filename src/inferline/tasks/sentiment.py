@@ -1,11 +1,9 @@
-"""Sentiment: three classes from logits; score is P(Positive) - P(Negative)."""
+"""Sentiment: three classes; score is P(Positive) - P(Negative), in [-1, 1]."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from inferline.types import FloatArray, Item
 
@@ -18,19 +16,13 @@ class SentimentTask:
         self._neg = self.labels.index("Negative")
         self._pos = self.labels.index("Positive")
 
-    def probabilities(self, logits: FloatArray) -> FloatArray:
-        e = np.exp(logits - logits.max())
-        probs: FloatArray = (e / e.sum()).astype(np.float32)
-        return probs
-
     def result(self, row: FloatArray, item: Item) -> dict[str, Any]:
-        p = self.probabilities(row)
-        best = int(p.argmax())
+        """``row`` holds the class probabilities: the softmax is part of the graph.
+
+        Values stay float32 scalars, which orjson writes in their shortest form."""
         return {
-            "label": self.labels[best],
-            "score": round(float(p[self._pos] - p[self._neg]), 6),
-            "probabilities": {
-                name: round(float(v), 6) for name, v in zip(self.labels, p, strict=True)
-            },
+            "label": self.labels[int(row.argmax())],
+            "score": row[self._pos] - row[self._neg],
+            "probabilities": dict(zip(self.labels, row, strict=True)),
             "truncated": item.truncated,
         }

@@ -1,0 +1,68 @@
+"""The raw-engine limit: texts straight into ONNX Runtime, no server, best configuration.
+
+Timed end to end from texts: tokenise, sort by length, pad, run. Run as a module in its own
+process so that nothing else shares its interpreter:
+
+    python -m bench.raw MODEL.onnx TEXTS.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from inferline.engines.onnx import pad_batch
+from inferline.tokenizer import TextEncoder
+from inferline.types import Item
+
+
+@dataclass(frozen=True)
+class Config:
+    lanes: int
+    threads: int
+    batch: int
+
+    def label(self) -> str:
+        return f"{self.lanes} lane(s) x {self.threads} thread(s), sorted batches of {self.batch}"
+
+
+CONFIGS = [Config(2, 1, 4), Config(2, 1, 8), Config(2, 1, 16), Config(1, 2, 16)]
+
+
+def measure(model: Path, encoder: TextEncoder, texts: list[str], cfg: Config) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: list[Item]) -> None:
+        ids, mask = pad_batch(batch)
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
+
+    run(encoder.encode(texts[:8]))  # warm-up
+    started = time.perf_counter()
+    items = encoder.encode(texts)
+    items.sort(key=lambda i: i.tokens)
+    batches = [items[i : i + cfg.batch] for i in range(0, len(items), cfg.batch)]
+    with ThreadPoolExecutor(cfg.lanes) as pool:
+        list(pool.map(run, batches))
+    return len(texts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    model, texts_path = Path(sys.argv[1]), Path(sys.argv[2])
+    texts = [json.loads(line)["text"] for line in texts_path.open()]
+    encoder = TextEncoder(model.parent / "tokenizer.json", 256)
+    results = {cfg.label(): measure(model, encoder, texts, cfg) for cfg in CONFIGS}
+    best = max(results, key=lambda k: results[k])
+    print(json.dumps({"best": best, "texts_per_s": results[best], "all": results}))
+
+
+if __name__ == "__main__":
+    main()
