@@ -47,8 +47,24 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--model-dir", type=Path, default=None, help="[env INFERLINE_MODEL_DIR]")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    train = model_commands.add_parser(
+        "train", help="fine-tune the default sentiment model (LoRA); build merges it"
+    )
+    train.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder of the *.jsonl files"
+    )
+    train.add_argument("--out", type=Path, default=None, help="where to write the adapter")
+    evaluate = model_commands.add_parser(
+        "eval", help="score the served sentiment model and VADER on a labelled JSONL file"
+    )
+    evaluate.add_argument("path", type=Path, help="JSONL with text and rating")
+    evaluate.add_argument("--model-dir", type=Path, default=None, help="[env INFERLINE_MODEL_DIR]")
+    evaluate.add_argument(
+        "--validation-only", action="store_true", help="score only the fixed validation split"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
     head = model_commands.add_parser(
-        "train-head", help="train the logistic-regression sentiment head"
+        "train-head", help="train the frozen-embedding logistic-regression baseline head"
     )
     head.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the *.jsonl files")
     head.add_argument("--out", type=Path, default=None, help="where to write the head")
@@ -77,6 +93,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         model_dir = args.model_dir or Settings().model_dir
         build(model_dir, force=args.force)
+        return 0
+    if args.model_command == "eval":
+        from inferline.modelrepo.evaluate import evaluate
+
+        model_dir = args.model_dir or Settings().model_dir
+        print(
+            evaluate(args.path, model_dir, validation_only=args.validation_only, as_json=args.json)
+        )
+        return 0
+    if args.model_command == "train":
+        from inferline.modelrepo.build import adapter_path
+        from inferline.modelrepo.train import train
+
+        train(args.data, args.out or adapter_path())
         return 0
     from inferline.modelrepo.build import head_path
     from inferline.modelrepo.head import train_head

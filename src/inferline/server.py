@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 
@@ -37,6 +38,7 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; accepted requests finish within the grace period."""
     configure_logging(settings.log_level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # see TextEncoder
     Manifest.load(settings.model_dir)  # fail fast, before binding, when nothing was built
     service = Service(settings)
     config = uvicorn.Config(

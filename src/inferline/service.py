@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -120,7 +119,7 @@ class Service:
                 lanes=s.lanes,
                 intra_op_threads=s.intra_op_threads,
             )
-            hook = functools.partial(self.metrics.observe_batch, name, "onnx")
+            hook = self.metrics.batch_observer(name, "onnx")
             batcher = Batcher(engine.infer, limits, name=name, on_batch=hook)
             self.metrics.queue_depth.labels(name).set_function(_depth(batcher))
             self.models[name] = Model(name, engine, batcher, tasks[name])

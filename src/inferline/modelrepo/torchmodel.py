@@ -64,12 +64,17 @@ class Encoder(nn.Module):
         return probabilities
 
 
-def load_head(path: Path, dim: int = 384, classes: int = 3) -> nn.Linear:
+def load_sentiment(adapter: Path) -> Encoder:
+    """The fine-tuned sentiment model: base weights plus the committed LoRA adapter and head."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
-    head = nn.Linear(dim, classes)
+    from inferline.modelrepo import lora
+
+    state = {k: v.to(torch.float32) for k, v in load_file(str(adapter)).items()}
+    bert = load_bert()
+    lora.merge(bert, {k: v for k, v in state.items() if k.startswith("encoder.")})
+    head = nn.Linear(state["head.weight"].shape[1], state["head.weight"].shape[0])
     with torch.no_grad():
-        head.weight.copy_(tensors["weight"])
-        head.bias.copy_(tensors["bias"])
-    return head.eval()
+        head.weight.copy_(state["head.weight"])
+        head.bias.copy_(state["head.bias"])
+    return Encoder(bert, head.eval()).eval()

@@ -3,6 +3,8 @@ batches of 1 to a few hundred texts); see docs/observability.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -54,15 +56,25 @@ class Metrics:
             "inferline_queue_depth", "Texts waiting per model", ["model"], registry=r
         )
 
-    def observe_batch(self, model: str, engine: str, report: BatchReport) -> None:
-        self.batch_size.labels(model).observe(report.size)
-        self.batch_tokens.labels(model).observe(report.padded_tokens)
-        self.inference.labels(model, engine).observe(report.duration)
-        self.tokens.labels(model, "input").inc(report.tokens)
-        self.padding.labels(model).inc(report.padded_tokens - report.tokens)
+    def batch_observer(self, model: str, engine: str) -> Callable[[BatchReport], None]:
+        """A hook for one model's batcher, with its labelled children looked up once."""
+        size = self.batch_size.labels(model)
+        tokens = self.batch_tokens.labels(model)
+        duration = self.inference.labels(model, engine)
+        real = self.tokens.labels(model, "input")
+        padding = self.padding.labels(model)
         wait = self.queue_wait.labels(model)
-        for seconds in report.queue_waits:
-            wait.observe(seconds)
+
+        def observe(report: BatchReport) -> None:
+            size.observe(report.size)
+            tokens.observe(report.padded_tokens)
+            duration.observe(report.duration)
+            real.inc(report.tokens)
+            padding.inc(report.padded_tokens - report.tokens)
+            for seconds in report.queue_waits:
+                wait.observe(seconds)
+
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
