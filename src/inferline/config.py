@@ -16,12 +16,16 @@ def default_model_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob of the service. Each field maps to ``INFERLINE_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="INFERLINE_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="INFERLINE_", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     host: str = "0.0.0.0"  # containers need all interfaces
     """Address the HTTP server binds."""
     port: int = Field(8000, ge=0, le=65535)
     """HTTP port (0 picks a free one)."""
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """gRPC port of the Open Inference Protocol (GRPCInferenceService; 0 picks a free one)."""
 
     model_dir: Path = Field(default_factory=default_model_dir)
     """Directory written by ``inferline model build``: ONNX files, tokenizer, manifest."""

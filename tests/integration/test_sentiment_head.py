@@ -17,7 +17,7 @@ OBVIOUS = {
     ],
     "Neutral": [
         "The package contains one cable.",
-        "It is available in blue and grey.",
+        "It weighs two pounds.",
     ],
 }
 

@@ -17,6 +17,7 @@ class Example:
     text: str
     label: int
     source: str
+    rating: float  # mean of 20 human ratings, -4 to +4
 
 
 def label_of(rating: float) -> int:
@@ -42,9 +43,8 @@ def load_file(path: Path) -> list[Example]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            rows.append(
-                Example(str(row["id"]), str(row["text"]), label_of(float(row["rating"])), source)
-            )
+            rating = float(row["rating"])
+            rows.append(Example(str(row["id"]), str(row["text"]), label_of(rating), source, rating))
     return rows
 
 

@@ -2,7 +2,7 @@
 
 Runs the ONNX graph that the service runs (no torch). Figures:
 - positive/negative accuracy: on items rated Positive or Negative, is the predicted score
-  (P(Positive) - P(Negative); VADER's compound) on the right side of zero;
+  (P(Positive) - P(Negative); VADER's compound) strictly on the right side of zero;
 - 3-class macro-F1 (VADER: compound >= 0.05 Positive, <= -0.05 Negative, else Neutral);
 - the confusion matrix (rows: true label; columns: predicted).
 """
@@ -43,7 +43,9 @@ class Scores:
 
 def score(gold: IntArray, predicted: IntArray, polarity: npt.NDArray[np.float64]) -> Scores:
     polar = gold != 1
-    polar_ok = (polarity[polar] > 0) == (gold[polar] == 2)
+    # A score of exactly zero (VADER's compound for a sentence with no lexicon word) is on
+    # neither side, so it counts as wrong.
+    polar_ok = np.where(gold[polar] == 2, polarity[polar] > 0, polarity[polar] < 0)
     confusion = np.zeros((3, 3), dtype=np.int64)
     np.add.at(confusion, (gold, predicted), 1)
     f1s = []

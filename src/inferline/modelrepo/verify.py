@@ -101,13 +101,20 @@ def check_embeddings(name: str, ref: FloatArray, got: FloatArray, *, quantized: 
 
 
 def check_probabilities(name: str, ref: FloatArray, got: FloatArray, *, quantized: bool) -> str:
-    diff = float(np.abs(ref - got).max())
+    """fp32 must match PyTorch closely. int8 moves texts near a class boundary, so it is held
+    to the mean difference and the label agreement (its accuracy is checked by model eval)."""
+    diff = np.abs(ref - got)
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    limit = 0.15 if quantized else 1e-3
+    if quantized:
+        ok = float(diff.mean()) <= 0.05 and agree >= 0.9
+        rule = "mean difference <= 0.05, labels agree >= 90%"
+    else:
+        ok = float(diff.max()) <= 1e-3
+        rule = "largest difference <= 0.001"
     summary = (
-        f"{name}: largest probability difference {diff:.4f} (needs <= {limit}), "
-        f"labels agree {agree:.0%}"
+        f"{name}: probability difference mean {diff.mean():.4f}, largest {diff.max():.4f}, "
+        f"labels agree {agree:.0%} (needs {rule})"
     )
-    if diff > limit:
+    if not ok:
         raise ModelBuildError(f"verification failed: {summary}")
     return summary
