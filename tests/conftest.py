@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,12 @@ class Server:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    grpc_port: int
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC (Open Inference Protocol) server."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -48,12 +55,14 @@ class Server:
 
 def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
     port = free_port()
+    grpc_port = free_port()
     log = tmp / f"server-{port}.log"
     full_env = {
         **os.environ,
         "INFERLINE_MODEL_DIR": str(model_dir()),
         "INFERLINE_HOST": "127.0.0.1",
         "INFERLINE_PORT": str(port),
+        "INFERLINE_GRPC_PORT": str(grpc_port),
         **(env or {}),
     }
     with log.open("wb") as out:
@@ -63,7 +72,7 @@ def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool 
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    server = Server(proc, f"http://127.0.0.1:{port}", log, grpc_port)
     deadline = time.monotonic() + 60
     path = "/health/ready" if wait_ready else "/health/live"
     while time.monotonic() < deadline:
@@ -115,3 +124,20 @@ def server(server_factory: ServerFactory) -> Server:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def small_queue_server(server_factory: ServerFactory) -> Server:
+    """A server whose queue holds 8 texts (the warm-up's size): 9 texts at once get 429."""
+    return server_factory({"INFERLINE_MAX_QUEUE_ITEMS": "8"})
+
+
+@pytest.fixture(scope="session")
+def failed_server(
+    server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Server:
+    """A server whose model directory has a manifest but no model files: it stays alive and
+    never becomes ready, so every inference gets 503."""
+    broken = tmp_path_factory.mktemp("broken-model")
+    shutil.copy(model_dir() / "manifest.json", broken / "manifest.json")
+    return server_factory({"INFERLINE_MODEL_DIR": str(broken)}, wait_ready=False)

@@ -1,4 +1,5 @@
-"""Run the HTTP service under uvicorn (uvloop + httptools), with our own signal handling."""
+"""Run the service: HTTP under uvicorn (uvloop + httptools) and gRPC (grpc.aio) in one event
+loop, with our own signal handling."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uvloop
 
 from inferline.api.factory import create_app
 from inferline.config import Settings
+from inferline.grpc import server as grpc_server
 from inferline.modelrepo.manifest import Manifest
 from inferline.service import Service
 
@@ -58,18 +60,34 @@ def serve(settings: Settings) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        try:
+            rpc = await grpc_server.start(service, settings)
+        except OSError as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
+        grace = settings.shutdown_grace_s
+        stopping: list[asyncio.Task[None]] = []
 
         def on_signal(sig: signal.Signals) -> None:
-            if server.should_exit:
-                server.force_exit = True  # a second signal: stop waiting
+            if stopping:  # a second signal: stop waiting
+                server.force_exit = server.should_exit = True
+                stopping.append(loop.create_task(rpc.stop(None)))
                 return
             log.info("received %s: draining", sig.name)
             service.begin_drain()  # readiness turns 503 at once
-            server.should_exit = True
+            # gRPC takes no new calls from now on. HTTP shuts down (and closes the batchers)
+            # only once the gRPC calls in flight are done, or the grace period is over.
+            task = loop.create_task(rpc.stop(grace))
+            task.add_done_callback(lambda _: setattr(server, "should_exit", True))
+            stopping.append(task)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            await rpc.stop(grace)  # idempotent: returns once the gRPC server has stopped
+            await asyncio.gather(*stopping)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from inferline.api.http import Receive, Request, Scope, Send, send_json
 from inferline.config import Settings
@@ -23,6 +24,12 @@ from inferline.service import Service
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, Send], Awaitable[None]]
+ErrorBody = Callable[[int, str, InferlineError | None], Any]
+"""Builds an error body from the status, the message and the error (None when unexpected)."""
+
+
+def plain_error(status: int, message: str, exc: InferlineError | None) -> Any:
+    return {"error": message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +37,7 @@ class Route:
     method: str
     path: str
     handler: Handler
+    errors: ErrorBody = plain_error  # a protocol with its own error shape (OpenAI) sets this
 
 
 def status_of(exc: InferlineError) -> int:
@@ -50,21 +58,21 @@ class Router:
     """Exact paths in a dict; paths with ``{name}`` segments as regexes, in order."""
 
     def __init__(self, routes: list[Route]) -> None:
-        self._exact: dict[str, dict[str, Handler]] = {}
-        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self._exact: dict[str, dict[str, Route]] = {}
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Route]]] = []
         for route in routes:
             if "{" in route.path:
                 regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$")
                 for pattern, methods in self._patterns:
                     if pattern.pattern == regex.pattern:
-                        methods[route.method] = route.handler
+                        methods[route.method] = route
                         break
                 else:
-                    self._patterns.append((regex, {route.method: route.handler}))
+                    self._patterns.append((regex, {route.method: route}))
             else:
-                self._exact.setdefault(route.path, {})[route.method] = route.handler
+                self._exact.setdefault(route.path, {})[route.method] = route
 
-    def match(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+    def match(self, path: str) -> tuple[dict[str, Route], dict[str, str]] | None:
         methods = self._exact.get(path)
         if methods is not None:
             return methods, {}
@@ -94,24 +102,24 @@ class App:
             await send_json(send, 404, {"error": f"no route {scope['path']}"})
             return
         methods, params = found
-        handler = methods.get(scope["method"])
-        if handler is None:
+        route = methods.get(scope["method"])
+        if route is None:
             allow = ", ".join(sorted(methods)).encode()
-            await send_json(
-                send, 405, {"error": f"method {scope['method']} not allowed"}, [(b"allow", allow)]
-            )
+            body = next(iter(methods.values())).errors  # the path's protocol sets the shape
+            message = f"method {scope['method']} not allowed"
+            await send_json(send, 405, body(405, message, None), [(b"allow", allow)])
             return
         request = Request(scope, receive, self.settings.max_body_bytes, params)
         try:
-            await handler(request, send)
+            await route.handler(request, send)
         except InferlineError as exc:
-            await self._error(send, exc)
+            await self._error(send, exc, route.errors)
         except Exception:
             error_id = uuid.uuid4().hex
             log.exception("unhandled error %s on %s %s", error_id, scope["method"], scope["path"])
-            await send_json(send, 500, {"error": f"internal error (id {error_id})"})
+            await send_json(send, 500, route.errors(500, f"internal error (id {error_id})", None))
 
-    async def _error(self, send: Send, exc: InferlineError) -> None:
+    async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)
         headers: list[tuple[bytes, bytes]] = []
         if isinstance(exc, Overloaded):
@@ -122,7 +130,7 @@ class App:
             message = f"inference failed (id {error_id})"
         else:
             message = str(exc)
-        await send_json(send, status, {"error": message}, headers)
+        await send_json(send, status, body(status, message, exc), headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

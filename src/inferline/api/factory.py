@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferline.api import openapi, routes
+from inferline.api import oip, openai, openapi, routes
 from inferline.api.app import App
 from inferline.config import Settings
 from inferline.service import Service
@@ -10,4 +10,12 @@ from inferline.service import Service
 
 def create_app(settings: Settings, service: Service | None = None) -> App:
     service = service or Service(settings)
-    return App(service, [*routes.routes(service), *openapi.routes(settings)])
+    return App(
+        service,
+        [
+            *routes.routes(service),
+            *oip.routes(service),
+            *openai.routes(service),
+            *openapi.routes(settings),
+        ],
+    )

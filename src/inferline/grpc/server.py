@@ -1,0 +1,38 @@
+"""The grpc.aio server that carries GRPCInferenceService, bound beside the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from inferline.config import Settings
+from inferline.grpc.open_inference_grpc_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from inferline.grpc.servicer import InferenceServicer
+from inferline.service import Service
+
+log = logging.getLogger(__name__)
+
+
+async def start(service: Service, settings: Settings) -> grpc.aio.Server:
+    """Binds ``settings.host:settings.grpc_port`` and starts serving; call in the running loop.
+
+    Raises OSError when the port cannot be bound."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would
+            # start and share it silently; a taken port must fail as it does for HTTP.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind gRPC to {address}: {exc}") from exc
+    await server.start()
+    log.info("gRPC (Open Inference Protocol) on %s:%d", settings.host, port)
+    return server
