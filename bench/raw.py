@@ -32,7 +32,7 @@ class Config:
         return f"{self.lanes} lane(s) x {self.threads} thread(s), sorted batches of {self.batch}"
 
 
-CONFIGS = [Config(2, 1, 4), Config(2, 1, 8), Config(2, 1, 16), Config(1, 2, 16)]
+CONFIGS = [Config(2, 1, 8), Config(2, 1, 16), Config(1, 2, 16)]
 
 
 def measure(model: Path, encoder: TextEncoder, texts: list[str], cfg: Config) -> float:

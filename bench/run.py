@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,19 +39,70 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sentiment" / "amazon_reviews.j
 
 @dataclass
 class WrkResult:
-    requests_per_s: float
+    texts_per_s: float
     p50_ms: float
     p99_ms: float
     non_2xx: int
     cpu_s: float
 
 
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    label: str
+    path: str
+    connections: int
+    texts_per_request: int
+    reference: str  # which raw limit it is compared with: "sentiment" or "embedding"
+    body: Callable[[list[str]], object]
+
+
+WORKLOADS = [
+    Workload(
+        "single",
+        "`/predict`, 1 text, 64 conns",
+        "/predict",
+        64,
+        1,
+        "sentiment",
+        lambda t: {"text": t[0]},
+    ),
+    Workload(
+        "multi",
+        "`/predict`, 16 texts, 8 conns",
+        "/predict",
+        8,
+        16,
+        "sentiment",
+        lambda t: {"texts": t},
+    ),
+    Workload(
+        "oip_rest",
+        "OIP REST infer, 16 texts, 8 conns",
+        "/v2/models/sentiment/infer",
+        8,
+        16,
+        "sentiment",
+        lambda t: {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(t)], "data": t}]},
+    ),
+    Workload(
+        "openai",
+        "`/v1/embeddings`, 16 texts, 8 conns",
+        "/v1/embeddings",
+        8,
+        16,
+        "embedding",
+        lambda t: {"model": "all-MiniLM-L6-v2", "input": t},
+    ),
+]
+GRPC = "grpc"  # OIP gRPC ModelInfer, 16 texts, 8 callers (bench.grpc_load)
+
+
 @dataclass
 class Run:
-    raw: list[float] = field(default_factory=list)
-    raw_config: str = ""
-    single: list[WrkResult] = field(default_factory=list)
-    multi: list[WrkResult] = field(default_factory=list)
+    raw: dict[str, list[float]] = field(default_factory=lambda: {"sentiment": [], "embedding": []})
+    raw_config: dict[str, str] = field(default_factory=dict)
+    results: dict[str, list[WrkResult]] = field(default_factory=dict)
     padding: list[float] = field(default_factory=list)
     cold_start_s: float = 0.0
     rss_mb: float = 0.0
@@ -62,7 +114,9 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def wrk(url: str, bodies: Path, connections: int, duration: float) -> WrkResult:
+def wrk(
+    url: str, bodies: Path, connections: int, duration: float, texts_per_request: int = 1
+) -> WrkResult:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
@@ -84,6 +138,7 @@ def wrk(url: str, bodies: Path, connections: int, duration: float) -> WrkResult:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps *= texts_per_request
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -127,6 +182,8 @@ def start_server(port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
             "127.0.0.1",
             "--port",
             str(port),
+            "--grpc-port",
+            str(port + 1),
         ],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
@@ -150,58 +207,97 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def write_bodies(data: Path, tmp: Path) -> tuple[Path, Path, Path]:
+def write_bodies(data: Path, tmp: Path) -> tuple[dict[str, Path], Path]:
     texts = [json.loads(line)["text"] for line in data.open()]
-    single, multi, plain = tmp / "single.jsonl", tmp / "multi.jsonl", tmp / "texts.jsonl"
-    single.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    multi.write_text(
-        "".join(
-            json.dumps({"texts": texts[i : i + 16]}) + "\n" for i in range(0, len(texts) - 15, 16)
-        )
-    )
+    plain = tmp / "texts.jsonl"
     plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return single, multi, plain
+    files = {}
+    for w in WORKLOADS:
+        n = w.texts_per_request
+        path = tmp / f"{w.name}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(w.body(texts[i : i + n])) + "\n" for i in range(0, len(texts) - n + 1, n)
+            )
+        )
+        files[w.name] = path
+    return files, plain
+
+
+def grpc_load(port: int, texts: Path, duration: float) -> WrkResult:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.grpc_load",
+            f"127.0.0.1:{port}",
+            str(texts),
+            "--duration",
+            str(duration),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    data = json.loads(out)
+    return WrkResult(data["texts_per_s"], data["p50_ms"], data["p99_ms"], 0, cpu)
 
 
 def benchmark(args: argparse.Namespace) -> Run:
     settings = Settings()
-    model = settings.model_dir / "sentiment.int8.onnx"
+    graphs = {
+        "sentiment": settings.model_dir / "sentiment.int8.onnx",
+        "embedding": settings.model_dir / "model.int8.onnx",
+    }
     run = Run()
     port = 18000 + os.getpid() % 1000
-    url = f"http://127.0.0.1:{port}/predict"
+    base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp_dir:
-        single, multi, texts = write_bodies(args.data, Path(tmp_dir))
+        files, texts = write_bodies(args.data, Path(tmp_dir))
         proc, run.cold_start_s = start_server(port, {})
         try:
-            wrk(url, single, 64, 2)  # warm-up
+            wrk(base + "/predict", files["single"], 64, 2)  # warm-up
             run.rss_mb = rss_mb(proc.pid)
             for r in range(args.rounds):
-                raw, run.raw_config = raw_limit(model, texts)
-                run.raw.append(raw)
-                t0, p0 = counters(f"http://127.0.0.1:{port}")
-                run.single.append(wrk(url, single, 64, args.duration))
-                t1, p1 = counters(f"http://127.0.0.1:{port}")
-                run.padding.append((t1 - t0 + p1 - p0) / max(t1 - t0, 1))
-                run.multi.append(wrk(url, multi, 8, args.duration))
+                for graph, path in graphs.items():
+                    value, run.raw_config[graph] = raw_limit(path, texts)
+                    run.raw[graph].append(value)
+                for w in WORKLOADS:
+                    t0, p0 = counters(base)
+                    result = wrk(
+                        base + w.path,
+                        files[w.name],
+                        w.connections,
+                        args.duration,
+                        w.texts_per_request,
+                    )
+                    run.results.setdefault(w.name, []).append(result)
+                    if w.name == "single":
+                        t1, p1 = counters(base)
+                        run.padding.append((t1 - t0 + p1 - p0) / max(t1 - t0, 1))
+                run.results.setdefault(GRPC, []).append(grpc_load(port + 1, texts, args.duration))
                 print(
-                    f"round {r + 1}: raw {raw:.0f}/s, "
-                    f"single {run.single[-1].requests_per_s:.0f}/s, "
-                    f"multi {16 * run.multi[-1].requests_per_s:.0f} texts/s",
+                    f"round {r + 1}: raw {run.raw['sentiment'][-1]:.0f}/s, "
+                    + ", ".join(f"{k} {v[-1].texts_per_s:.0f}" for k, v in run.results.items()),
                     file=sys.stderr,
                     flush=True,
                 )
-            rate = 0.5 * statistics.median(w.requests_per_s for w in run.single)
-            bodies = [line.encode() for line in single.read_text().splitlines()]
-            result = run_open_loop(
+            rate = 0.5 * statistics.median(w.texts_per_s for w in run.results["single"])
+            bodies = [line.encode() for line in files["single"].read_text().splitlines()]
+            open_loop = run_open_loop(
                 "127.0.0.1", port, path="/predict", bodies=bodies, rate=rate, duration=args.duration
             )
-            lat = sorted(result.latencies)
+            lat = sorted(open_loop.latencies)
             run.latency = {
                 "rate": rate,
                 "p50_ms": 1e3 * lat[len(lat) // 2],
                 "p90_ms": 1e3 * lat[int(len(lat) * 0.9)],
                 "p99_ms": 1e3 * lat[int(len(lat) * 0.99)],
-                "errors": result.errors,
+                "errors": open_loop.errors,
             }
             run.rss_mb = max(run.rss_mb, rss_mb(proc.pid))
         finally:
@@ -234,86 +330,75 @@ def row(*cells: str) -> str:
 
 
 def report(run: Run, args: argparse.Namespace) -> str:
-    raw = statistics.median(run.raw)
-    single = statistics.median(w.requests_per_s for w in run.single)
-    multi = 16 * statistics.median(w.requests_per_s for w in run.multi)
-    s_p50 = statistics.median(w.p50_ms for w in run.single)
-    s_p99 = statistics.median(w.p99_ms for w in run.single)
-    m_p50 = statistics.median(w.p50_ms for w in run.multi)
-    m_p99 = statistics.median(w.p99_ms for w in run.multi)
-    duration = args.duration
-    wrk_share = statistics.median(w.cpu_s / duration for w in run.single) / (os.cpu_count() or 1)
+    raw = {k: statistics.median(v) for k, v in run.raw.items()}
+    med = {
+        k: (
+            statistics.median(w.texts_per_s for w in v),
+            statistics.median(w.p50_ms for w in v),
+            statistics.median(w.p99_ms for w in v),
+            statistics.median(w.cpu_s for w in v) / args.duration / (os.cpu_count() or 1),
+        )
+        for k, v in run.results.items()
+    }
+    labels = {w.name: (w.label, w.reference) for w in WORKLOADS}
+    labels[GRPC] = ("OIP gRPC ModelInfer, 16 texts, 8 callers", "sentiment")
     lat = run.latency
     lines = [
         "# Benchmarks",
         "",
-        f"Generated by `python -m bench.run --rounds {args.rounds} --duration {args.duration}` on "
-        f"{time.strftime('%Y-%m-%d')}, {machine()}. No GPU.",
+        f"Generated by `python -m bench.run --rounds {args.rounds} "
+        f"--duration {args.duration:g}` on {time.strftime('%Y-%m-%d')}, {machine()}. No GPU.",
         "",
-        "Method (../shared/BENCH.md): medians of the rounds; each round runs the raw engine, then",
-        "the service on `single` and `multi`, so every ratio compares figures taken side by side.",
-        "The raw limit is texts into ONNX Runtime with no server, timed from tokenisation, at the",
-        f"best configuration found in the run ({run.raw_config}).",
-        f"Load comes from wrk (one thread), which used {100 * wrk_share:.0f}% of the machine's CPU",
-        "on `single`.",
+        "Method (../shared/BENCH.md): every figure is the median of the rounds, and each round",
+        "runs the raw engine and then every workload, so each ratio compares figures taken side",
+        "by side. The raw limit is texts into ONNX Runtime with no server, timed from",
+        "tokenisation, at the best configuration found in the run "
+        f"(sentiment: {run.raw_config['sentiment']}; embedding: {run.raw_config['embedding']}).",
+        "HTTP load comes from wrk (one thread); gRPC load from `bench/grpc_load.py` (Python,",
+        "grpc.aio). Both share the 2 cores with the server; their CPU share is in the table.",
         "",
-        "## Service against the raw engine (int8 sentiment model)",
+        "## Service against the raw engine (int8)",
         "",
-        row(
-            "system",
-            "workload",
-            "texts/s",
-            "ratio to raw limit",
-            "p50 ms",
-            "p99 ms",
-            "RSS MB",
-            "cold start s",
-        ),
-        row(*["---"] * 8),
-        row("raw ONNX Runtime", "best batch", f"{raw:.0f}", "1.00", "", "", "", ""),
-        row(
-            "inferline",
-            "single (1 text, 64 conns)",
-            f"{single:.0f}",
-            f"{single / raw:.2f}",
-            f"{s_p50:.1f}",
-            f"{s_p99:.1f}",
-            f"{run.rss_mb:.0f}",
-            f"{run.cold_start_s:.2f}",
-        ),
-        row(
-            "inferline",
-            "multi (16 texts, 8 conns)",
-            f"{multi:.0f}",
-            f"{multi / raw:.2f}",
-            f"{m_p50:.1f}",
-            f"{m_p99:.1f}",
-            "",
-            "",
-        ),
-        row(
-            "inferline",
-            f"latency (open loop, {lat['rate']:.0f} req/s)",
-            f"{lat['rate']:.0f}",
-            f"{lat['rate'] / raw:.2f}",
-            f"{lat['p50_ms']:.1f}",
-            f"{lat['p99_ms']:.1f}",
-            "",
-            "",
-        ),
+        row("workload", "texts/s", "ratio to raw limit", "p50 ms", "p99 ms", "load generator CPU"),
+        row(*["---"] * 6),
+        row("raw ONNX Runtime, sentiment graph", f"{raw['sentiment']:.0f}", "1.00", "", "", ""),
+        row("raw ONNX Runtime, embedding graph", f"{raw['embedding']:.0f}", "1.00", "", "", ""),
+    ]
+    for name, (tps, p50, p99, cpu) in med.items():
+        label, ref = labels[name]
+        lines.append(
+            row(
+                label,
+                f"{tps:.0f}",
+                f"{tps / raw[ref]:.2f}",
+                f"{p50:.1f}",
+                f"{p99:.1f}",
+                f"{100 * cpu:.0f}%",
+            )
+        )
+    lines += [
         "",
-        f"Open-loop latency at 50% of the `single` maximum: p50 {lat['p50_ms']:.1f} ms, "
-        f"p90 {lat['p90_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, {lat['errors']:.0f} errors.",
+        f"Open-loop latency on `/predict` at 50% of the `single` maximum ({lat['rate']:.0f} "
+        f"requests/s): p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
+        f"p99 {lat['p99_ms']:.1f} ms, {lat['errors']:.0f} errors.",
+        "",
+        f"Cold start (process start to ready, model already built): {run.cold_start_s:.2f} s. "
+        f"RSS after warm-up: {run.rss_mb:.0f} MB (both graphs loaded).",
         "",
         "Padding ratio on `single` (padded tokens / real tokens): "
         f"{statistics.median(run.padding):.3f}.",
         "",
-        "Rounds (texts/s): raw "
-        + ", ".join(f"{x:.0f}" for x in run.raw)
-        + "; single "
-        + ", ".join(f"{w.requests_per_s:.0f}" for w in run.single)
-        + "; multi "
-        + ", ".join(f"{16 * w.requests_per_s:.0f}" for w in run.multi)
+        "Sentiment graph cost against the plain encoder (raw engine, same texts): "
+        f"{raw['embedding'] / raw['sentiment']:.2f}x the time per text.",
+        "",
+        "Rounds (texts/s): raw sentiment "
+        + ", ".join(f"{x:.0f}" for x in run.raw["sentiment"])
+        + "; raw embedding "
+        + ", ".join(f"{x:.0f}" for x in run.raw["embedding"])
+        + "; "
+        + "; ".join(
+            f"{k} " + ", ".join(f"{w.texts_per_s:.0f}" for w in v) for k, v in run.results.items()
+        )
         + ".",
         "",
     ]
