@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inferline.api.http import Receive, Request, Scope, Send, send_json
+from inferline.api.http import Message, Receive, Request, Scope, Send, send_json
 from inferline.config import Settings
 from inferline.errors import (
     DeadlineExceeded,
@@ -110,14 +111,27 @@ class App:
             await send_json(send, 405, body(405, message, None), [(b"allow", allow)])
             return
         request = Request(scope, receive, self.settings.max_body_bytes, params)
+
+        async def send_marked(message: Message) -> None:
+            request.responding = True
+            await send(message)
+
         try:
-            await route.handler(request, send)
+            await route.handler(request, send_marked)
+        except asyncio.CancelledError:
+            if request.disconnected:
+                return  # the client went away; its queued texts were dropped
+            raise
         except InferlineError as exc:
+            request.responding = True
             await self._error(send, exc, route.errors)
         except Exception:
+            request.responding = True
             error_id = uuid.uuid4().hex
             log.exception("unhandled error %s on %s %s", error_id, scope["method"], scope["path"])
             await send_json(send, 500, route.errors(500, f"internal error (id {error_id})", None))
+        finally:
+            request.stop_watching()
 
     async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)
