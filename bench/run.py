@@ -385,8 +385,8 @@ def report(run: Run, args: argparse.Namespace) -> str:
         "Method (../shared/BENCH.md): every figure is the median of the rounds. Within a round",
         "each workload runs between two measurements of the raw engine on its graph, and its",
         "ratio is to their mean, since this shared machine's speed drifts by several percent",
-        "from minute to minute. The raw limit is texts into ONNX Runtime with no server, timed from",
-        "tokenisation, at the best configuration found in the run "
+        "from minute to minute. The raw limit is texts into ONNX Runtime with no server, timed",
+        "from tokenisation, at the best configuration found in the run "
         f"(sentiment: {run.raw_config['sentiment']}; embedding: {run.raw_config['embedding']}).",
         "HTTP load comes from wrk (one thread); gRPC load from `bench/grpc_load.py` (Python,",
         "grpc.aio). Both share the 2 cores with the server; their CPU share is in the table.",

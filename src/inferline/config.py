@@ -67,5 +67,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(25.0, ge=0)
     """On SIGTERM, how long accepted requests may take to finish before the process exits."""
 
+    api_keys: str = ""
+    """Comma-separated API keys; when any key is set (here or in the file), every request
+    outside ``auth_open_paths`` needs ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    api_keys_file: Path | None = None
+    """A file with one API key per line (a mounted Secret); read once at start."""
+    auth_open_paths: str = "/health,/v2/health,/metrics,/docs,/openapi.json"
+    """Comma-separated path prefixes served without a key (probes, scrapes, docs)."""
+    max_concurrent_per_key: int = Field(0, ge=0)
+    """Requests one API key may have in flight at once (0: no limit); more get 429."""
+    max_request_tokens: int = Field(65_536, ge=1)
+    """Most tokens (after truncation) in one request; more get 422."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service."""

@@ -3,6 +3,7 @@
     InferlineError
     +-- InvalidInput          the client sent something unusable      (HTTP 400/422)
     |   +-- PayloadTooLarge   body over the size limit                (HTTP 413)
+    +-- Unauthorized          missing or wrong API key                (HTTP 401)
     +-- NotFound              unknown model, version or route         (HTTP 404)
     +-- Overloaded            a bounded queue is full                 (HTTP 429)
     +-- Unavailable           not ready yet, or draining              (HTTP 503)
@@ -33,6 +34,10 @@ class PayloadTooLarge(InvalidInput):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=413)
+
+
+class Unauthorized(InferlineError):
+    """No API key, or one that is not configured."""
 
 
 class NotFound(InferlineError):

@@ -181,6 +181,12 @@ class Service:
         if not texts:
             raise InvalidInput("no texts given")
         items = await self.encode(texts)
+        tokens = sum(item.tokens for item in items)
+        if tokens > self.settings.max_request_tokens:
+            raise InvalidInput(
+                f"the request has {tokens} tokens; the limit is "
+                f"{self.settings.max_request_tokens} per request"
+            )
         if len(items) == 1:
             rows = [await model.batcher.submit(items[0], deadline)]
         else:

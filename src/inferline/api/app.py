@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferline.api.http import Message, Receive, Request, Scope, Send, send_json
+from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.errors import (
     DeadlineExceeded,
@@ -18,6 +19,7 @@ from inferline.errors import (
     InvalidInput,
     NotFound,
     Overloaded,
+    Unauthorized,
     Unavailable,
 )
 from inferline.service import Service
@@ -41,17 +43,21 @@ class Route:
     errors: ErrorBody = plain_error  # a protocol with its own error shape (OpenAI) sets this
 
 
+STATUS: dict[type[InferlineError], int] = {
+    Unauthorized: 401,
+    NotFound: 404,
+    Overloaded: 429,
+    Unavailable: 503,
+    DeadlineExceeded: 504,
+}
+
+
 def status_of(exc: InferlineError) -> int:
     if isinstance(exc, InvalidInput):
         return exc.status
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Overloaded):
-        return 429
-    if isinstance(exc, Unavailable):
-        return 503
-    if isinstance(exc, DeadlineExceeded):
-        return 504
+    for kind, status in STATUS.items():
+        if isinstance(exc, kind):
+            return status
     return 500
 
 
@@ -85,10 +91,11 @@ class Router:
 
 
 class App:
-    def __init__(self, service: Service, routes: list[Route]) -> None:
+    def __init__(self, service: Service, routes: list[Route], keys: ApiKeys | None = None) -> None:
         self.service = service
         self.settings: Settings = service.settings
         self.router = Router(routes)
+        self.keys = keys or ApiKeys([], [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -117,7 +124,12 @@ class App:
             await send(message)
 
         try:
-            await route.handler(request, send_marked)
+            if self.keys.enabled and not self.keys.is_open(scope["path"]):
+                key = self._identify(request)
+                with self.keys.slot(key):
+                    await route.handler(request, send_marked)
+            else:
+                await route.handler(request, send_marked)
         except asyncio.CancelledError:
             if request.disconnected:
                 return  # the client went away; its queued texts were dropped
@@ -133,9 +145,19 @@ class App:
         finally:
             request.stop_watching()
 
+    def _identify(self, request: Request) -> int:
+        authorization = request.header(b"authorization")
+        api_key = request.header(b"x-api-key")
+        return self.keys.identify(
+            authorization.decode("latin-1") if authorization is not None else None,
+            api_key.decode("latin-1") if api_key is not None else None,
+        )
+
     async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)
         headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, Unauthorized):
+            headers.append((b"www-authenticate", b'Bearer realm="inferline"'))
         if isinstance(exc, Overloaded):
             headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
         if status == 500:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from inferline.api import oip, openai, openapi, routes
 from inferline.api.app import App
+from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.service import Service
 
@@ -18,4 +19,5 @@ def create_app(settings: Settings, service: Service | None = None) -> App:
             *openai.routes(service),
             *openapi.routes(settings),
         ],
+        ApiKeys.from_settings(settings),
     )

@@ -1,0 +1,62 @@
+"""API keys on gRPC: the same keys and per-key limit as HTTP, from call metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from inferline.auth import ApiKeys
+from inferline.errors import Overloaded, Unauthorized
+
+OPEN_METHODS = ("/ServerLive", "/ServerReady", "/ModelReady")  # the health RPCs
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        details: Any,
+    ) -> Any:
+        handler = await continuation(details)
+        method = details.method or ""
+        if handler is None or not self.keys.enabled:
+            return handler
+        if method.endswith(OPEN_METHODS) and self.keys.is_open("/v2/health"):
+            return handler
+        metadata = {k.lower(): v for k, v in (details.invocation_metadata or ())}
+        try:
+            key = self.keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
+        except Unauthorized as exc:
+            return _abort(handler, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        return _limited(handler, self.keys, key)
+
+
+def _abort(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    async def deny(request: Any, context: Any) -> Any:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(
+        deny,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _limited(handler: Any, keys: ApiKeys, key: int) -> Any:
+    async def call(request: Any, context: Any) -> Any:
+        try:
+            with keys.slot(key):
+                return await handler.unary_unary(request, context)
+        except Overloaded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
