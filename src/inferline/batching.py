@@ -99,6 +99,7 @@ class _Entry:
     item: Item
     future: asyncio.Future[FloatArray]
     enqueued: float
+    deadline: float | None
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -168,7 +169,7 @@ class Batcher:
         futures: list[asyncio.Future[FloatArray]] = []
         for item in items:
             seq = next(self._seq)
-            entry = _Entry(seq, item, loop.create_future(), now)
+            entry = _Entry(seq, item, loop.create_future(), now, deadline)
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, seq)
             entry.future.add_done_callback(functools.partial(self._on_done, seq))
@@ -292,7 +293,10 @@ class Batcher:
         """Pop the oldest entry and its nearest neighbours by length, within the limits."""
         limits = self.limits
         window: list[_Entry] = []
+        now = time.monotonic()
         for entry in list(self._pending.values()):
+            if entry.deadline is not None and entry.deadline <= now:
+                self._expire(entry.seq)  # due, though its timer has not fired yet
             if entry.future.done():  # cancelled or expired; its callback has not run yet
                 self._discard(entry.seq)
                 continue
