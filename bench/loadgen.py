@@ -13,8 +13,9 @@ import uvloop
 
 @dataclass
 class OpenLoopResult:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
+    latencies: list[float] = field(default_factory=list)  # of 200 responses
+    by_status: dict[int, list[float]] = field(default_factory=dict)  # every response
+    errors: int = 0  # requests with no HTTP response (connection failures)
     sent: int = 0
     elapsed: float = 0.0
 
@@ -65,10 +66,10 @@ async def open_loop(
             result.errors += 1
             conn = await asyncio.open_connection(host, port)
         else:
+            latency = time.perf_counter() - scheduled
+            result.by_status.setdefault(status, []).append(latency)
             if status == 200:
-                result.latencies.append(time.perf_counter() - scheduled)
-            else:
-                result.errors += 1
+                result.latencies.append(latency)
         idle.put_nowait(conn)
 
     for i in range(total):

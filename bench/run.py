@@ -330,7 +330,8 @@ def benchmark(args: argparse.Namespace) -> Run:
                 "p50_ms": 1e3 * lat[len(lat) // 2],
                 "p90_ms": 1e3 * lat[int(len(lat) * 0.9)],
                 "p99_ms": 1e3 * lat[int(len(lat) * 0.99)],
-                "errors": open_loop.errors,
+                "errors": open_loop.errors
+                + sum(len(v) for k, v in open_loop.by_status.items() if k != 200),
             }
             run.rss_mb = max(run.rss_mb, rss_mb(proc.pid))
         finally:
