@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(20_000, ge=1)
     """Longest text in characters; longer ones get 422. Texts over the model's token limit
     are truncated, and the response says so."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """Largest total size of a request's headers; larger ones get 431."""
+    keep_alive_s: float = Field(5.0, gt=0)
+    """How long an idle keep-alive connection stays open."""
+    max_connections: int = Field(2048, ge=1)
+    """Connections (and requests) served at once; the server answers 503 past it."""
     request_timeout_s: float = Field(30.0, gt=0)
     """Default deadline of a request; texts still queued when it passes get 504."""
 

@@ -53,6 +53,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=2048,
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
+        limit_concurrency=settings.max_connections,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         server_header=False,
     )

@@ -137,3 +137,10 @@ def test_server_stays_healthy_after_bad_input(client: httpx.Client) -> None:
         client.post(path, content=body)
     assert client.get("/health/ready").status_code == 200
     assert client.post("/predict", json={"text": "still works"}).status_code == 200
+
+
+def test_oversized_headers_are_431(client: httpx.Client) -> None:
+    headers = {f"x-filler-{i}": "y" * 1000 for i in range(20)}
+    r = client.post("/predict", json={"text": "fine"}, headers=headers)
+    assert r.status_code == 431 and "16384" in r.json()["error"]
+    assert client.post("/predict", json={"text": "fine"}).status_code == 200

@@ -105,6 +105,12 @@ class App:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.settings.max_header_bytes
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > limit:
+            await send_json(
+                send, 431, {"error": f"the headers are over the limit of {limit} bytes"}
+            )
+            return
         found = self.router.match(scope["path"])
         if found is None:
             await send_json(send, 404, {"error": f"no route {scope['path']}"})
