@@ -201,6 +201,23 @@ class Batcher:
 
     # -- admission --------------------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """Refuse early, before a request is parsed and tokenised, when the queue is full:
+        under overload, refusals must cost as little as possible."""
+        limits = self.limits
+        if (
+            len(self._pending) >= limits.max_queue_items
+            or self._queued_tokens >= limits.max_queue_tokens
+        ):
+            raise self._full_error()
+
+    def _full_error(self) -> Overloaded:
+        return Overloaded(
+            f"the {self.name} queue is full ({len(self._pending)} texts, "
+            f"{self._queued_tokens} tokens waiting)",
+            retry_after=self._retry_after(),
+        )
+
     def _admit(self, items: Sequence[Item], deadline: float | None) -> None:
         if self._closing:
             raise Unavailable("the service is shutting down")
@@ -216,11 +233,7 @@ class Batcher:
             len(self._pending) + len(items) > limits.max_queue_items
             or self._queued_tokens + tokens > limits.max_queue_tokens
         ):
-            raise Overloaded(
-                f"the {self.name} queue is full ({len(self._pending)} texts, "
-                f"{self._queued_tokens} tokens waiting)",
-                retry_after=self._retry_after(),
-            )
+            raise self._full_error()
 
     def _retry_after(self) -> float:
         if self._rate <= 0:

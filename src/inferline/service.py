@@ -159,6 +159,12 @@ class Service:
                 f"unknown model {name!r}; known: {', '.join(sorted(self.models))}"
             ) from None
 
+    def admit(self, name: str) -> Model:
+        """The model, if it can take work now: raises Unavailable, NotFound or Overloaded."""
+        model = self.model(name)
+        model.batcher.check_room()
+        return model
+
     def not_ready_reason(self) -> str:
         if self.state is State.FAILED:
             return f"the model failed to load: {self.failure}"
@@ -177,7 +183,7 @@ class Service:
         self, name: str, texts: Sequence[str], deadline: float | None = None
     ) -> tuple[Model, list[Item], list[FloatArray]]:
         """Tokenise, batch and run ``texts`` on model ``name``; rows come back in order."""
-        model = self.model(name)
+        model = self.admit(name)
         if not texts:
             raise InvalidInput("no texts given")
         items = await self.encode(texts)

@@ -13,6 +13,7 @@ def routes(service: Service) -> list[Route]:
     settings = service.settings
 
     async def predict(request: Request, send: Send) -> None:
+        service.admit("sentiment")  # a full queue refuses before the body is even parsed
         body = check_object(await request.json(), {"text", "texts"})
         deadline = deadline_of(request, settings)
         if "text" in body and "texts" in body:
@@ -29,6 +30,7 @@ def routes(service: Service) -> list[Route]:
             raise InvalidInput("missing field 'text' (a string) or 'texts' (a list of strings)")
 
     async def embed(request: Request, send: Send) -> None:
+        service.admit("embedding")
         body = check_object(await request.json(), {"texts"})
         if "texts" not in body:
             raise InvalidInput("missing field 'texts' (a list of strings)")

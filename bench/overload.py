@@ -1,0 +1,129 @@
+"""The `overload` scenario: goodput (successful texts/s) at 1x, 2x and 5x capacity.
+
+    python -m bench.overload [--duration 15] [--capacity N]
+
+Capacity is the `single` maximum measured first with wrk (64 connections), unless given.
+The server runs with a queue of 128 texts and the client holds 512 connections.
+Load is open loop (bench/loadgen.py) in its own process, 1 text per request, so refusals
+are visible as 429s rather than hidden as client back-off. The generator shares the 2 cores;
+its actual send rate is reported beside the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+
+from bench.loadgen import open_loop
+from bench.run import DEFAULT_DATA, ROOT, start_server, write_bodies, wrk
+
+# More connections than the queue holds, so that excess load reaches the server and is
+# refused there, as it would be with many real clients, instead of waiting in the client.
+CONNECTIONS = 512
+QUEUE = 128  # about 0.1 s of work at capacity: the latency budget of a synchronous API
+
+
+def offered(port: int, bodies: list[bytes], rate: float, duration: float) -> dict[str, float]:
+    result = uvloop.run(
+        open_loop(
+            "127.0.0.1",
+            port,
+            path="/predict",
+            bodies=bodies,
+            rate=rate,
+            duration=duration,
+            connections=CONNECTIONS,
+        )
+    )
+    ok = sorted(result.by_status.get(200, []))
+    refused = sorted(result.by_status.get(429, []))
+    return {
+        "target": rate,
+        "sent_per_s": result.sent / duration,
+        "goodput": len(ok) / result.elapsed,
+        "ok_p99_ms": 1e3 * ok[int(0.99 * len(ok))] if ok else float("nan"),
+        "refused": len(refused),
+        "refused_p99_ms": 1e3 * refused[int(0.99 * len(refused))] if refused else float("nan"),
+        "expired": len(result.by_status.get(504, [])),
+        "errors": result.errors,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    bodies = [line.encode() for line in Path(args.bodies).read_text().splitlines()]
+    print(json.dumps(offered(args.port, bodies, args.rate, args.duration)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--capacity", type=float, default=0.0)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    port = 19000
+    with tempfile.TemporaryDirectory() as tmp:
+        files, _ = write_bodies(args.data, Path(tmp))
+        proc, _ = start_server(port, {"INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE)})
+        try:
+            capacity = args.capacity or statistics.median(
+                wrk(f"http://127.0.0.1:{port}/predict", files["single"], 64, 5).texts_per_s
+                for _ in range(3)
+            )
+            rows = []
+            for factor in (1, 2, 5):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.overload",
+                        "--child",
+                        "--port",
+                        str(port),
+                        "--rate",
+                        str(factor * capacity),
+                        "--duration",
+                        str(args.duration),
+                        "--bodies",
+                        str(files["single"]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=ROOT,
+                ).stdout
+                rows.append((factor, json.loads(out)))
+                print(f"{factor}x: {rows[-1][1]}", file=sys.stderr, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    base = rows[0][1]["goodput"]
+    print(f"\n## Overload (capacity {capacity:.0f} texts/s on `single`)\n")
+    print(
+        "| offered | sent/s | goodput texts/s | goodput vs 1x | 200 p99 ms | 429s | 429 p99 ms "
+        "| 504s | errors |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for factor, r in rows:
+        print(
+            f"| {factor}x ({r['target']:.0f}/s) | {r['sent_per_s']:.0f} | {r['goodput']:.0f} | "
+            f"{r['goodput'] / base:.2f} | {r['ok_p99_ms']:.0f} | {r['refused']:.0f} | "
+            f"{r['refused_p99_ms']:.1f} | {r['expired']:.0f} | {r['errors']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
