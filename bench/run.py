@@ -116,11 +116,18 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
+def run_child(command: list[str]) -> tuple[str, float]:
+    """Run a load generator to completion; return its output and the CPU seconds it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def wrk(
     url: str, bodies: Path, connections: int, duration: float, texts_per_request: int = 1
 ) -> WrkResult:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(
+    out, cpu = run_child(
         [
             "wrk",
             "-t1",
@@ -132,13 +139,8 @@ def wrk(
             url,
             "--",
             str(bodies),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        ]
+    )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     rps *= texts_per_request
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -227,8 +229,7 @@ def write_bodies(data: Path, tmp: Path) -> tuple[dict[str, Path], Path]:
 
 
 def grpc_load(port: int, texts: Path, duration: float) -> WrkResult:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(
+    out, cpu = run_child(
         [
             sys.executable,
             "-m",
@@ -237,14 +238,8 @@ def grpc_load(port: int, texts: Path, duration: float) -> WrkResult:
             str(texts),
             "--duration",
             str(duration),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        ]
+    )
     data = json.loads(out)
     return WrkResult(data["texts_per_s"], data["p50_ms"], data["p99_ms"], 0, cpu)
 

@@ -18,6 +18,7 @@ import torch
 from inferline.modelrepo.data import Example, load_split
 from inferline.modelrepo.evaluate import score
 from inferline.modelrepo.torchmodel import Encoder, load_bert
+from inferline.modelrepo.train import tensors
 from inferline.tokenizer import TextEncoder
 
 SEED = 0
@@ -32,14 +33,7 @@ def embed(
     with torch.no_grad():
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            items = tok.encode([texts[i] for i in idx])
-            width = max(i.tokens for i in items)
-            ids = torch.zeros(len(items), width, dtype=torch.int64)
-            mask = torch.zeros_like(ids)
-            for row, item in enumerate(items):
-                ids[row, : item.tokens] = torch.from_numpy(item.ids)
-                mask[row, : item.tokens] = 1
-            out[idx] = encoder(ids, mask)
+            out[idx] = encoder(*tensors(tok, [texts[i] for i in idx]))
     return out
 
 

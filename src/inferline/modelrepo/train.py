@@ -17,6 +17,7 @@ from typing import TextIO
 
 import torch
 
+from inferline.engines.onnx import pad_batch
 from inferline.modelrepo import lora
 from inferline.modelrepo.data import Example, load_split
 from inferline.modelrepo.torchmodel import Encoder, load_bert
@@ -40,15 +41,10 @@ def batches(examples: Sequence[Example], rng: random.Random) -> list[list[Exampl
     return groups
 
 
-def tensors(tok: TextEncoder, group: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-    items = tok.encode([e.text for e in group])
-    width = max(i.tokens for i in items)
-    ids = torch.zeros(len(items), width, dtype=torch.int64)
-    mask = torch.zeros_like(ids)
-    for row, item in enumerate(items):
-        ids[row, : item.tokens] = torch.from_numpy(item.ids)
-        mask[row, : item.tokens] = 1
-    return ids, mask
+def tensors(tok: TextEncoder, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, padded as the server pads them."""
+    ids, mask = pad_batch(tok.encode(texts))
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def train(data_dir: Path, out_path: Path, log: TextIO = sys.stderr) -> dict[str, float]:
@@ -87,7 +83,7 @@ def train(data_dir: Path, out_path: Path, log: TextIO = sys.stderr) -> dict[str,
     for epoch in range(EPOCHS):
         model.train()
         for group in batches(train_set, rng):
-            ids, mask = tensors(tok, group)
+            ids, mask = tensors(tok, [e.text for e in group])
             labels = torch.tensor([e.label for e in group])
             ratings = torch.tensor([e.rating / 4.0 for e in group]).clamp(-1.0, 1.0)
             probs = model(ids, mask)
