@@ -5,6 +5,18 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+# The queue tests start their own redis-server (Debian's, 7.x).
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q redis-server || {
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q redis-server
+  }
+fi
+
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

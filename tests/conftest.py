@@ -141,3 +141,122 @@ def failed_server(
     broken = tmp_path_factory.mktemp("broken-model")
     shutil.copy(model_dir() / "manifest.json", broken / "manifest.json")
     return server_factory({"INFERLINE_MODEL_DIR": str(broken)}, wait_ready=False)
+
+
+# -- Redis and queue workers ------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A real ``redis-server`` on a free port, with no persistence unless asked."""
+
+    port: int
+    dir: Path
+    args: tuple[str, ...]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: `apt-get install -y redis-server` "
+                "(scripts/test.sh installs it)"
+            )
+        log = (self.dir / f"redis-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                *self.args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(
+        free_port(), tmp_path_factory.mktemp("redis"), ("--save", "", "--appendonly", "no")
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def start_worker(tmp: Path, env: dict[str, str]) -> WorkerProcess:
+    """``inferline worker`` in its own process; returns once it reads the stream."""
+    log = tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inferline.cli", "worker"],
+            env={**os.environ, "INFERLINE_MODEL_DIR": str(model_dir()), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(proc, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "reading" in worker.output():
+            return worker
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{worker.output()}")
+        time.sleep(0.05)
+    worker.stop(signal.SIGKILL)
+    raise RuntimeError(f"worker did not start:\n{worker.output()}")
+
+
+WorkerFactory = Callable[[dict[str, str]], WorkerProcess]
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
+    workers: list[WorkerProcess] = []
+
+    def factory(env: dict[str, str]) -> WorkerProcess:
+        worker = start_worker(tmp_path, env)
+        workers.append(worker)
+        return worker
+
+    yield factory
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.stop(signal.SIGKILL)

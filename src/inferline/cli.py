@@ -40,6 +40,21 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service")
     _settings_flags(serve)
 
+    worker = commands.add_parser("worker", help="run a queue worker (needs INFERLINE_REDIS_URL)")
+    _settings_flags(worker)
+
+    submit = commands.add_parser(
+        "submit", help="enqueue a JSONL or CSV file, one job per line; run again to resume"
+    )
+    submit.add_argument("path", type=Path, help="JSONL (a string or {'text'} a line) or CSV")
+    submit.add_argument("--model", choices=["sentiment", "embedding"], default="sentiment")
+    submit.add_argument("--wait", action="store_true", help="wait for every result")
+    submit.add_argument(
+        "-o", "--output", type=Path, default=None, help="results in input order (default stdout)"
+    )
+    submit.add_argument("--redis-url", default=None, help="[env INFERLINE_REDIS_URL]")
+    submit.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
     model = commands.add_parser("model", help="build or train the model")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     build = model_commands.add_parser(
@@ -88,6 +103,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         serve(_settings(args))
         return 0
+    if args.command in ("worker", "submit"):
+        return _queue(args)
     if args.model_command == "build":
         from inferline.modelrepo.build import build
 
@@ -113,6 +130,28 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     train_head(args.data, args.out or head_path())
     return 0
+
+
+def _queue(args: argparse.Namespace) -> int:
+    if args.command == "worker":
+        from inferline.queue.run import run_worker
+
+        run_worker(_settings(args))
+        return 0
+    if args.command == "submit":
+        from inferline.queue.submit import submit_file
+
+        settings = Settings(redis_url=args.redis_url) if args.redis_url else Settings()
+        failed = submit_file(
+            settings,
+            args.path,
+            args.model,
+            wait=args.wait,
+            output=args.output,
+            progress=None if args.quiet else sys.stderr,
+        )
+        return 1 if failed else 0
+    return 2
 
 
 if __name__ == "__main__":

@@ -85,5 +85,32 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(65_536, ge=1)
     """Most tokens (after truncation) in one request; more get 422."""
 
+    redis_url: str | None = None
+    """Redis for the job queue (``redis://[:password@]host:port/db``; ``rediss://`` for TLS).
+    Unset: ``/v1/jobs`` answers 503 and everything else works as before."""
+    queue_prefix: str = "inferline"
+    """Prefix of every Redis key of the queue: ``<prefix>:jobs`` (the stream),
+    ``<prefix>:workers`` (the consumer group), ``<prefix>:dead`` (the dead-letter stream),
+    ``<prefix>:job:<id>`` and ``<prefix>:result:<id>``."""
+    queue_max_len: int = Field(100_000, ge=1)
+    """Entries the job stream may hold (waiting, plus delivered and not acknowledged) before
+    new jobs are refused with 429."""
+    queue_max_deliveries: int = Field(3, ge=1)
+    """Deliveries after which a job that keeps failing goes to the dead-letter stream."""
+    queue_reclaim_idle_s: float = Field(30.0, gt=0)
+    """A delivered job not acknowledged for this long is taken over by another worker
+    (XAUTOCLAIM); a worker keeps its own slow jobs' leases alive meanwhile."""
+    queue_read_count: int = Field(64, ge=1, le=10_000)
+    """Most jobs a worker reads at once (and runs together through the batcher)."""
+    queue_block_ms: int = Field(1000, ge=1, le=60_000)
+    """How long one XREADGROUP blocks waiting for jobs; bounds how soon a worker sees SIGTERM
+    while idle."""
+    queue_result_ttl_s: int = Field(86_400, ge=1)
+    """How long a job's result (and its idempotency key) is kept after it finished."""
+    queue_job_timeout_s: float = Field(300.0, gt=0)
+    """Deadline of one job in the worker's batcher queue; past it the job is retried."""
+    worker_name: str = ""
+    """Consumer name of this worker in the group (default: host name and process id)."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferline.api import oip, openai, openapi, routes
+from inferline.api import jobs, oip, openai, openapi, routes
 from inferline.api.app import App
 from inferline.auth import ApiKeys
 from inferline.config import Settings
@@ -17,6 +17,7 @@ def create_app(settings: Settings, service: Service | None = None) -> App:
             *routes.routes(service),
             *oip.routes(service),
             *openai.routes(service),
+            *jobs.routes(settings),
             *openapi.routes(settings),
         ],
         ApiKeys.from_settings(settings),

@@ -1,0 +1,113 @@
+"""Enqueue jobs and read their outcome: the library behind ``POST /v1/jobs``,
+``GET /v1/jobs/{id}`` and ``inferline submit``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from inferline.config import Settings
+from inferline.errors import InvalidInput, Overloaded, Unavailable
+from inferline.queue.keys import MODELS, QueueKeys, check_job_id, connect, keys_of
+
+# Atomic: the idempotency key and the stream entry appear together or not at all, and a
+# stream over its bound refuses the job before anything is written.
+# KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON).
+SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4])
+return 1
+"""
+
+PENDING = "pending"
+DONE = "done"
+FAILED = "failed"
+
+
+def encode_outcome(status: str, job_id: str, model: str, payload: Any) -> bytes:
+    """The stored result: ``{"id", "status": "done", "model", "results"}`` or
+    ``{"id", "status": "failed", "model", "error"}``."""
+    field = "results" if status == DONE else "error"
+    body = {"id": job_id, "status": status, "model": model, field: payload}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class Producer:
+    def __init__(self, client: redis.Redis, keys: QueueKeys, max_len: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.max_len = max_len
+        self._submit = client.register_script(SUBMIT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Producer:
+        return cls(connect(settings), keys_of(settings), settings.queue_max_len)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def submit(
+        self, model: str, inputs: Sequence[str], job_id: str | None = None
+    ) -> tuple[str, bool]:
+        """Enqueue a job; returns its id and whether it is new. A known ``job_id`` is not
+        enqueued again (an idempotency key). Raises Overloaded past ``queue_max_len``."""
+        (outcome,) = await self.submit_many([(model, inputs, job_id)])
+        return outcome
+
+    async def submit_many(
+        self, jobs: Sequence[tuple[str, Sequence[str], str | None]]
+    ) -> list[tuple[str, bool]]:
+        """Enqueue several jobs in one round trip; each is admitted or refused on its own."""
+        ids: list[str] = []
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for model, inputs, given in jobs:
+                    if model not in MODELS:
+                        raise InvalidInput(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+                    job_id = check_job_id(given) if given is not None else uuid.uuid4().hex
+                    ids.append(job_id)
+                    await self._submit(
+                        keys=[self.keys.job(job_id), self.keys.stream],
+                        args=[self.max_len, job_id, model, orjson.dumps(list(inputs))],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"the job queue is unreachable: {exc}") from exc
+        if any(reply == -1 for reply in replies):
+            raise Overloaded(
+                f"the job queue holds {self.max_len} jobs or more; retry later", retry_after=5
+            )
+        return [(job_id, reply == 1) for job_id, reply in zip(ids, replies, strict=True)]
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        """The job's outcome, ``{"id", "status": "pending"}``, or None when it is unknown."""
+        (outcome,) = await self.statuses([job_id])
+        return outcome
+
+    async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.get(self.keys.result(job_id))
+                    pipe.exists(self.keys.job(job_id))
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"the job queue is unreachable: {exc}") from exc
+        outcomes: list[dict[str, Any] | None] = []
+        for i, job_id in enumerate(job_ids):
+            result, known = replies[2 * i], replies[2 * i + 1]
+            if result is not None:
+                outcomes.append(orjson.loads(result))
+            elif known:
+                outcomes.append({"id": job_id, "status": PENDING})
+            else:
+                outcomes.append(None)
+        return outcomes

@@ -1,0 +1,63 @@
+"""``inferline worker``: start a Service in this process, then run the queue worker on it
+until SIGTERM or SIGINT, draining within ``INFERLINE_SHUTDOWN_GRACE_S``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+import uvloop
+
+from inferline.config import Settings
+from inferline.errors import Unavailable
+from inferline.queue.keys import connect
+from inferline.queue.worker import Worker, default_name
+from inferline.server import configure_logging
+from inferline.service import Service
+
+log = logging.getLogger(__name__)
+
+
+async def work(settings: Settings) -> None:
+    """Load the model, then read jobs until a signal; the jobs in hand are written before
+    the grace period ends, or left to be reclaimed by another worker."""
+    if not settings.redis_url:
+        raise Unavailable("the worker needs INFERLINE_REDIS_URL")
+    service = Service(settings)
+    await service.start()
+    if not service.ready:
+        raise Unavailable(service.not_ready_reason())
+    client = connect(settings, block_ms=settings.queue_block_ms)
+    worker = Worker(service, client, settings, settings.worker_name or default_name())
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(worker.run())
+
+    def on_signal(sig: signal.Signals) -> None:
+        if worker.stopping:  # a second signal: stop waiting
+            task.cancel()
+            return
+        log.info("received %s: draining", sig.name)
+        worker.stop()
+        # Jobs still in hand when the grace period ends stay pending and are reclaimed.
+        loop.call_later(settings.shutdown_grace_s, task.cancel)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    log.info("worker %s reading %s", worker.name, worker.keys.stream)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await service.close(1.0)
+        await client.aclose()
+        log.info("worker %s stopped after %d job(s)", worker.name, worker.processed)
+
+
+def run_worker(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(work(settings))

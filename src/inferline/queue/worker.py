@@ -1,0 +1,300 @@
+"""The queue worker: reads jobs with XREADGROUP BLOCK, runs them through ``Service.results``
+(the same batcher and engine as HTTP), then writes each result and XACKs in one MULTI.
+
+Delivery is at least once; the result is written once (SET NX), so a job run twice (after a
+crash or a reclaim) still has exactly one stored result. See docs/queue.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError, ResponseError
+
+from inferline.config import Settings
+from inferline.errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
+from inferline.queue.keys import QueueKeys, keys_of
+from inferline.queue.producer import DONE, FAILED, encode_outcome
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+TRANSIENT_RETRIES = 5  # a full or slow batcher: retried in place before the job is left
+
+
+class Runner(Protocol):
+    """What the worker needs of a Service: its ``results`` method."""
+
+    def results(
+        self, name: str, texts: Sequence[str], deadline: float | None = None
+    ) -> Awaitable[list[dict[str, Any]]]: ...
+
+
+@dataclass(slots=True)
+class Job:
+    entry: str  # the stream entry id
+    id: str
+    model: str
+    inputs: list[str]
+    deliveries: int = 1
+    outcome: bytes | None = None  # set once the job is finished, one way or the other
+    error: str | None = None  # the last transient failure
+    dead: bool = False
+
+    @classmethod
+    def parse(cls, entry: str, fields: dict[str, str], deliveries: int = 1) -> Job:
+        job_id = fields.get("id", entry)
+        model = fields.get("model", "")
+        try:
+            inputs = orjson.loads(fields.get("inputs", "[]"))
+        except orjson.JSONDecodeError:
+            inputs = None
+        job = cls(entry, job_id, model, inputs if _texts(inputs) else [], deliveries)
+        if not _texts(inputs):
+            job.outcome = encode_outcome(FAILED, job_id, model, "'inputs' is not a list of texts")
+        return job
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, str) for t in value)
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Worker:
+    runner: Runner
+    client: redis.Redis
+    settings: Settings
+    name: str = field(default_factory=default_name)
+    keys: QueueKeys = field(init=False)
+    processed: int = 0
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_reclaim: float = 0.0
+    _cursor: str = "0-0"
+
+    def __post_init__(self) -> None:
+        self.keys = keys_of(self.settings)
+
+    def stop(self) -> None:
+        """Stop reading; the jobs in hand finish (``run`` returns when they are written)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Read and run jobs until ``stop``; survive Redis going away, with backoff."""
+        failures = 0
+        while not self.stopping:
+            try:
+                await self.ensure_group()
+                while not self.stopping:
+                    await self.step()
+                    failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures) * random.uniform(0.5, 1)
+                log.warning("redis error (%s); retrying in %.2f s", exc, delay)
+                await self._sleep(delay)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.client.xgroup_create(self.keys.stream, self.keys.group, "0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def step(self) -> int:
+        """One round: reclaim stale jobs when due, else read new ones; run and write them."""
+        jobs = await self.reclaim() if self._reclaim_due() else []
+        if not jobs:
+            reply = await self.client.xreadgroup(
+                self.keys.group,
+                self.name,
+                {self.keys.stream: ">"},
+                count=self.settings.queue_read_count,
+                block=self.settings.queue_block_ms,
+            )
+            streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply)
+            jobs = [Job.parse(entry, fields) for _, entries in streams for entry, fields in entries]
+        if jobs:
+            await self.process(jobs)
+        return len(jobs)
+
+    def _reclaim_due(self) -> bool:
+        interval = min(self.settings.queue_reclaim_idle_s / 2, 5.0)
+        now = time.monotonic()
+        if now - self._last_reclaim < interval:
+            return False
+        self._last_reclaim = now
+        return True
+
+    async def reclaim(self) -> list[Job]:
+        """Take over jobs idle past ``queue_reclaim_idle_s`` (their worker died or stalled),
+        dead-letter those delivered too often, and trim acknowledged history."""
+        idle_ms = int(self.settings.queue_reclaim_idle_s * 1000)
+        # The cursor goes round the PEL across rounds, past entries that are not idle yet.
+        self._cursor, claimed, deleted = await self.client.xautoclaim(
+            self.keys.stream,
+            self.keys.group,
+            self.name,
+            idle_ms,
+            self._cursor,
+            count=self.settings.queue_read_count,
+        )
+        if deleted:  # entries trimmed while pending cannot happen here; ack them if they do
+            await self.client.xack(self.keys.stream, self.keys.group, *deleted)
+        await self.trim()
+        if not claimed:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry, _ in claimed:
+                pipe.xpending_range(self.keys.stream, self.keys.group, entry, entry, 1)
+            ranges = await pipe.execute()
+        jobs = []
+        for (entry, fields), found in zip(claimed, ranges, strict=True):
+            deliveries = int(found[0]["times_delivered"]) if found else 1
+            jobs.append(Job.parse(entry, fields, deliveries))
+        log.info("reclaimed %d job(s)", len(jobs))
+        for job in jobs:
+            if job.outcome is None and job.deliveries > self.settings.queue_max_deliveries:
+                job.dead = True
+                job.outcome = encode_outcome(
+                    FAILED, job.id, job.model, f"gave up after {job.deliveries - 1} deliveries"
+                )
+        return jobs
+
+    async def trim(self) -> None:
+        """Drop acknowledged history only: entries older than both the group's last delivered
+        entry and its oldest pending one. The group is read before the pending list, so an
+        entry delivered in between is newer than the bound."""
+        groups = await self.client.xinfo_groups(self.keys.stream)
+        last = next((g["last-delivered-id"] for g in groups if g["name"] == self.keys.group), None)
+        if last is None:
+            return
+        pending = await self.client.xpending(self.keys.stream, self.keys.group)
+        bound = last if not pending["pending"] else min(last, pending["min"], key=_entry_key)
+        await self.client.xtrim(self.keys.stream, minid=bound, approximate=False)
+
+    async def process(self, jobs: list[Job]) -> None:
+        """Run the jobs together (the batcher batches them), keep their leases alive, write."""
+        lease = asyncio.create_task(self._keep_leases(jobs))
+        try:
+            todo = [job for job in jobs if job.outcome is None]
+            await asyncio.gather(*(self._run(job) for job in todo))
+            # An engine failure fails a whole batch: run the failed ones alone, so that one
+            # poison job does not take its batch mates with it.
+            for job in todo:
+                if job.outcome is None and not self.stopping:
+                    await self._run(job)
+        finally:
+            lease.cancel()
+        for job in jobs:
+            if job.outcome is None and job.deliveries >= self.settings.queue_max_deliveries:
+                job.dead = True
+                job.outcome = encode_outcome(
+                    FAILED,
+                    job.id,
+                    job.model,
+                    f"failed {job.deliveries} times; last error: {job.error}",
+                )
+        await self._write([job for job in jobs if job.outcome is not None])
+
+    async def _run(self, job: Job) -> None:
+        for attempt in range(TRANSIENT_RETRIES):
+            deadline = time.monotonic() + self.settings.queue_job_timeout_s
+            try:
+                results = await self.runner.results(job.model, job.inputs, deadline)
+            except (InvalidInput, NotFound) as exc:  # the job itself is wrong: no retry
+                job.outcome = encode_outcome(FAILED, job.id, job.model, str(exc))
+                return
+            except (Overloaded, DeadlineExceeded) as exc:
+                job.error = str(exc)
+                await self._sleep(BACKOFF_MIN_S * 2**attempt)
+                continue
+            except Exception as exc:  # the engine (or anything else): retried, then DLQ
+                job.error = f"{type(exc).__name__}: {exc}"
+                log.warning("job %s failed (delivery %d): %s", job.id, job.deliveries, job.error)
+                return
+            job.outcome = encode_outcome(DONE, job.id, job.model, results)
+            return
+
+    async def _keep_leases(self, jobs: list[Job]) -> None:
+        """Reset the idle time of the jobs in hand, from the event loop (the model runs in
+        threads), so that a slow batch is not reclaimed while it is still running."""
+        period = self.settings.queue_reclaim_idle_s / 3
+        entries: list[str | bytes | int | memoryview[int]] = [job.entry for job in jobs]
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.client.xclaim(
+                    self.keys.stream, self.keys.group, self.name, 0, entries, justid=True
+                )
+            except RedisError as exc:
+                log.warning("could not renew leases: %s", exc)
+
+    async def _write(self, jobs: list[Job]) -> None:
+        """Per job, in one MULTI: the result (SET NX: the first one wins), the TTL of the
+        idempotency key, a dead-letter entry if it gave up, and the XACK. Retried with
+        backoff while Redis is away; the results are in memory."""
+        if not jobs:
+            return
+        ttl = self.settings.queue_result_ttl_s
+        failures = 0
+        while True:
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    for job in jobs:
+                        assert job.outcome is not None
+                        pipe.set(self.keys.result(job.id), job.outcome, nx=True, ex=ttl)
+                        pipe.expire(self.keys.job(job.id), ttl)
+                        if job.dead:
+                            pipe.xadd(self.keys.dead, _dead_fields(job))
+                        pipe.xack(self.keys.stream, self.keys.group, job.entry)
+                    await pipe.execute()
+                self.processed += len(jobs)
+                return
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if failures > 8:
+                    raise  # leave them pending: another delivery will write them
+                delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
+                log.warning("writing results failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on ``stop``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _dead_fields(job: Job) -> dict[str | bytes | bytearray | memoryview[int] | int | float, Any]:
+    return {
+        "id": job.id,
+        "model": job.model,
+        "inputs": orjson.dumps(job.inputs).decode(),
+        "error": job.error or "",
+        "deliveries": job.deliveries,
+        "entry": job.entry,
+    }
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,180 @@
+"""The queue library against a real redis-server: producer, worker on the real model,
+idempotency, reclaim, dead letters, trimming and backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import pytest
+import redis.asyncio as redis
+
+from inferline.config import Settings
+from inferline.errors import EngineError, InvalidInput, Overloaded, Unavailable
+from inferline.queue.keys import connect, keys_of
+from inferline.queue.producer import Producer
+from inferline.queue.worker import Worker
+from inferline.service import Service
+from tests.conftest import RedisServer, model_dir
+
+pytestmark = pytest.mark.integration
+
+
+def settings_for(redis_server: RedisServer, **overrides: Any) -> Settings:
+    return Settings(
+        model_dir=model_dir(),
+        redis_url=redis_server.url,
+        queue_prefix=f"test-{uuid.uuid4().hex[:8]}",
+        queue_block_ms=100,
+        **overrides,
+    )
+
+
+class PoisonService(Service):
+    """The real service, except that texts containing POISON make the engine fail."""
+
+    async def results(
+        self, name: str, texts: Sequence[str], deadline: float | None = None
+    ) -> list[dict[str, Any]]:
+        if any("POISON" in t for t in texts):
+            raise EngineError("poisoned batch")
+        return await super().results(name, texts, deadline)
+
+
+Body = Callable[[Producer, Worker, redis.Redis], Awaitable[None]]
+
+
+def run(settings: Settings, body: Body, service_class: type[Service] = Service) -> None:
+    async def main() -> None:
+        service = service_class(settings)
+        await service.start()
+        client = connect(settings, block_ms=settings.queue_block_ms)
+        producer = Producer.from_settings(settings)
+        worker = Worker(service, client, settings, "w1")
+        try:
+            await body(producer, worker, client)
+        finally:
+            await producer.close()
+            await client.aclose()
+            await service.close(1)
+
+    asyncio.run(main())
+
+
+async def drain(worker: Worker, producer: Producer, ids: list[str], limit: float = 20) -> None:
+    """Step the worker until every job has an outcome."""
+
+    async def loop() -> None:
+        await worker.ensure_group()
+        while True:
+            outcomes = await producer.statuses(ids)
+            if all(o is not None and o["status"] != "pending" for o in outcomes):
+                return
+            await worker.step()
+
+    await asyncio.wait_for(loop(), limit)
+
+
+def test_submit_run_and_read(redis_server: RedisServer) -> None:
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        sentiment, new = await producer.submit("sentiment", ["I love it.", "Awful."])
+        assert new
+        embedding, _ = await producer.submit("embedding", ["a red bicycle"])
+        assert await producer.status(sentiment) == {"id": sentiment, "status": "pending"}
+        assert await producer.status("nope") is None
+        await drain(worker, producer, [sentiment, embedding])
+        done = await producer.status(sentiment)
+        assert done is not None and done["status"] == "done"
+        assert [r["label"] for r in done["results"]] == ["Positive", "Negative"]
+        emb = await producer.status(embedding)
+        assert emb is not None and len(emb["results"][0]["embedding"]) == 384
+        keys = keys_of(worker.settings)
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings_for(redis_server), body)
+
+
+def test_caller_id_is_an_idempotency_key(redis_server: RedisServer) -> None:
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        assert await producer.submit("sentiment", ["good"], "order-1") == ("order-1", True)
+        assert await producer.submit("sentiment", ["good"], "order-1") == ("order-1", False)
+        await drain(worker, producer, ["order-1"])
+        assert await producer.submit("sentiment", ["good"], "order-1") == ("order-1", False)
+        keys = keys_of(worker.settings)
+        await worker.trim()
+        assert await client.xlen(keys.stream) <= 1  # one entry ever, and acknowledged
+        assert worker.processed == 1
+
+    run(settings_for(redis_server), body)
+
+
+def test_bad_requests_are_refused(redis_server: RedisServer) -> None:
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        with pytest.raises(InvalidInput):
+            await producer.submit("translation", ["x"])
+        with pytest.raises(InvalidInput):
+            await producer.submit("sentiment", ["x"], "has space")
+
+    run(settings_for(redis_server), body)
+
+
+def test_a_full_stream_refuses_new_jobs(redis_server: RedisServer) -> None:
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        for i in range(3):
+            await producer.submit("sentiment", ["fine"], f"j{i}")
+        with pytest.raises(Overloaded):
+            await producer.submit("sentiment", ["fine"], "j3")
+        assert await producer.status("j3") is None  # refused whole: no idempotency key left
+        await drain(worker, producer, ["j0", "j1", "j2"])
+        await worker.trim()  # acknowledged history goes, so there is room again
+        assert (await producer.submit("sentiment", ["fine"], "j3"))[1]
+
+    run(settings_for(redis_server, queue_max_len=3), body)
+
+
+def test_poison_jobs_go_to_the_dead_letter_stream(redis_server: RedisServer) -> None:
+    settings = settings_for(
+        redis_server, queue_max_deliveries=2, queue_reclaim_idle_s=0.2, queue_read_count=8
+    )
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        texts = [f"POISON {i}" if i % 4 == 0 else f"a fine review {i}" for i in range(12)]
+        ids = [(await producer.submit("sentiment", [t], f"p{i}"))[0] for i, t in enumerate(texts)]
+        await drain(worker, producer, ids)
+        outcomes = await producer.statuses(ids)
+        for text, outcome in zip(texts, outcomes, strict=True):
+            assert outcome is not None
+            assert outcome["status"] == ("failed" if "POISON" in text else "done"), outcome
+        keys = keys_of(settings)
+        dead = cast(list[tuple[str, dict[str, str]]], await client.xrange(keys.dead))
+        assert sorted(fields["id"] for _, fields in dead) == ["p0", "p4", "p8"]
+        assert all(int(fields["deliveries"]) == 2 for _, fields in dead)
+        assert "poisoned batch" in dead[0][1]["error"]
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings, body, PoisonService)
+
+
+def test_a_stalled_workers_jobs_are_reclaimed(redis_server: RedisServer) -> None:
+    settings = settings_for(redis_server, queue_reclaim_idle_s=0.2)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(settings)
+        job_id, _ = await producer.submit("sentiment", ["read, then the worker dies"])
+        await worker.ensure_group()
+        # Another consumer reads the job and never acknowledges it.
+        await client.xreadgroup(keys.group, "dead-worker", {keys.stream: ">"}, count=10)
+        await asyncio.sleep(0.3)
+        await drain(worker, producer, [job_id])
+        outcome = await producer.status(job_id)
+        assert outcome is not None and outcome["status"] == "done"
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings, body)
+
+
+def test_without_redis_the_queue_is_unavailable() -> None:
+    with pytest.raises(Unavailable, match="INFERLINE_REDIS_URL"):
+        Producer.from_settings(Settings(redis_url=None))

@@ -1,0 +1,146 @@
+"""The job queue end to end, each part in its own process: HTTP submit, ``inferline worker``,
+HTTP get; ``inferline submit`` of a file, with resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import RedisServer, Server, ServerFactory, WorkerFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def queue_env(redis_server: RedisServer) -> dict[str, str]:
+    return {
+        "INFERLINE_REDIS_URL": redis_server.url,
+        "INFERLINE_QUEUE_PREFIX": f"http-{uuid.uuid4().hex[:8]}",
+        "INFERLINE_QUEUE_BLOCK_MS": "200",
+    }
+
+
+@pytest.fixture(scope="module")
+def queue_server(server_factory: ServerFactory, queue_env: dict[str, str]) -> Server:
+    return server_factory(queue_env)
+
+
+def wait_for(client: httpx.Client, job_id: str, limit: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] != "pending":
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still pending")
+
+
+def test_http_submit_worker_http_get(
+    queue_server: Server, queue_env: dict[str, str], worker_factory: WorkerFactory
+) -> None:
+    with httpx.Client(base_url=queue_server.url, timeout=10) as client:
+        response = client.post(
+            "/v1/jobs", json={"model": "sentiment", "inputs": ["Great value.", "Broke at once."]}
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert client.get(f"/v1/jobs/{job_id}").json() == {"id": job_id, "status": "pending"}
+        worker_factory(queue_env)
+        body = wait_for(client, job_id)
+        assert body["status"] == "done"
+        assert [r["label"] for r in body["results"]] == ["Positive", "Negative"]
+
+        response = client.post("/v1/jobs", json={"model": "embedding", "inputs": ["a cat"]})
+        embedding = wait_for(client, response.json()["id"])
+        assert len(embedding["results"][0]["embedding"]) == 384
+
+
+def test_caller_ids_make_one_job(
+    queue_server: Server, worker_factory: WorkerFactory, queue_env: dict[str, str]
+) -> None:
+    worker_factory(queue_env)
+    job = {"model": "sentiment", "inputs": ["Fine."], "id": f"order-{uuid.uuid4().hex}"}
+    with httpx.Client(base_url=queue_server.url, timeout=10) as client:
+        assert [client.post("/v1/jobs", json=job).json() for _ in range(3)] == [
+            {"id": job["id"]}
+        ] * 3
+        first = wait_for(client, str(job["id"]))
+        assert client.post("/v1/jobs", json=job).status_code == 202
+        assert client.get(f"/v1/jobs/{job['id']}").json() == first
+
+
+def test_bad_jobs_and_unknown_ids(queue_server: Server) -> None:
+    with httpx.Client(base_url=queue_server.url, timeout=10) as client:
+        assert client.get("/v1/jobs/no-such-job").status_code == 404
+        for bad in (
+            {"model": "translation", "inputs": ["x"]},
+            {"model": "sentiment", "inputs": []},
+            {"model": "sentiment", "inputs": "x"},
+            {"model": "sentiment"},
+            {"model": "sentiment", "inputs": ["x"], "id": "a b"},
+            {"model": "sentiment", "inputs": ["x"], "extra": 1},
+        ):
+            response = client.post("/v1/jobs", json=bad)
+            assert response.status_code == 422, (bad, response.text)
+            assert "error" in response.json()
+
+
+def test_without_redis_jobs_answer_503(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        response = client.post("/v1/jobs", json={"model": "sentiment", "inputs": ["x"]})
+        assert response.status_code == 503
+        assert "INFERLINE_REDIS_URL" in response.json()["error"]
+        assert client.get("/v1/jobs/x").status_code == 503
+        assert client.post("/predict", json={"text": "still works"}).status_code == 200
+
+
+def test_cli_submit_waits_and_resumes(
+    tmp_path: Path, queue_env: dict[str, str], worker_factory: WorkerFactory
+) -> None:
+    texts = [f"review number {i}: {'great' if i % 2 else 'terrible'} product" for i in range(1000)]
+    source = tmp_path / "reviews.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts))
+    out = tmp_path / "out.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "inferline.cli",
+        "submit",
+        str(source),
+        "--model",
+        "sentiment",
+        "--redis-url",
+        queue_env["INFERLINE_REDIS_URL"],
+    ]
+    env = {"INFERLINE_QUEUE_PREFIX": queue_env["INFERLINE_QUEUE_PREFIX"]}
+    full_env = {**os.environ, **env}
+    # Enqueue with no worker running, then resume with --wait once one is.
+    first = subprocess.run(command, env=full_env, capture_output=True, timeout=60, check=True)
+    assert b"1000 new" in first.stderr
+    worker_factory(queue_env)
+    second = subprocess.run(
+        [*command, "--wait", "-o", str(out)],
+        env=full_env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr.decode()
+    assert b"0 new, 1000 already known" in second.stderr
+    assert b"done 1000 failed 0 pending 0" in second.stderr
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(lines) == 1000
+    assert [line["id"].rsplit(":", 1)[1] for line in lines] == [str(i) for i in range(1000)]
+    assert lines[0]["results"][0]["label"] == "Negative"
+    assert lines[1]["results"][0]["label"] == "Positive"
