@@ -167,7 +167,8 @@ class Service:
 
     def not_ready_reason(self) -> str:
         if self.state is State.FAILED:
-            return f"the model failed to load: {self.failure}"
+            # The detail (paths included) goes to the log only.
+            return "the model failed to load (has `inferline model build` run?); see the log"
         if self.state is State.DRAINING:
             return "the service is shutting down"
         return "the model is still loading"

@@ -44,6 +44,8 @@ def test_failed_load_reports_why(tmp_path: Path) -> None:
         await service.start()
         assert service.state is State.FAILED
         assert "inferline model build" in service.not_ready_reason()
+        assert str(tmp_path) not in service.not_ready_reason()
+        assert service.failure is not None and "missing" in service.failure
 
     asyncio.run(scenario())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,10 +94,46 @@ class Request:
         body = await self.body()
         if not body:
             raise InvalidInput("the body is empty; send a JSON object", status=400)
+        return parse_json(body)
+
+
+def parse_json(data: bytes | memoryview) -> Any:
+    """The JSON value of ``data``; InvalidInput (400) when it is not valid JSON, or when an
+    object repeats a key: parsers disagree on which one wins, so a proxy in front could check
+    one value while the model gets the other.
+
+    orjson parses (and bounds the depth at 1024); the C scanner of the json module then looks
+    for repeated keys only: about 1 µs more for a one-text request, 3 µs for 16 texts, and
+    about as long again as orjson for the largest bodies."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", status=400) from None
+    if isinstance(value, dict | list):  # a scalar has no keys
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}", status=400) from None
+            _KEYS_CHECK.decode(bytes(data).decode())  # valid UTF-8: orjson said so
+        except RecursionError:  # orjson goes a little deeper than the json module
+            raise InvalidInput(
+                "the body is not valid JSON: nested too deeply", status=400
+            ) from None
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidInput(
+                    f"the body is not valid JSON: the key {key!r} appears more than once",
+                    status=400,
+                )
+            seen.add(key)
+    return obj
+
+
+_KEYS_CHECK = json.JSONDecoder(object_pairs_hook=_unique_keys)  # made once: ~3x faster
 
 
 async def send_json(

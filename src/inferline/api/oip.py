@@ -16,10 +16,10 @@ import orjson
 
 from inferline.api import tensors
 from inferline.api.app import Route
-from inferline.api.http import DUMP_OPTIONS, Request, Send, send_bytes, send_json
+from inferline.api.http import DUMP_OPTIONS, Request, Send, parse_json, send_bytes, send_json
 from inferline.api.tensors import BadTensor, Signature, Tensor
 from inferline.api.validation import deadline_of
-from inferline.errors import Unavailable
+from inferline.errors import InvalidInput, Unavailable
 from inferline.service import Service
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -61,10 +61,13 @@ def routes(service: Service) -> list[Route]:
         body, binary = await _read(request)
         parameters = _object(body.get("parameters", {}), "parameters")
         texts = tensors.texts_of(*_input(sig, body.get("inputs"), binary), settings)
-        requested, binary_out = _requested(body.get("outputs"), parameters)
+        requested, binary_out = _requested(body.get("outputs", []), parameters)
         names = tensors.check_outputs(sig, requested)
         deadline = deadline_of(request, settings, tensors.timeout_parameter(parameters))
-        _, _, rows = await service.infer(sig.name, texts, deadline)
+        try:
+            _, _, rows = await service.infer(sig.name, texts, deadline)
+        except InvalidInput as exc:  # the token limit: a bad request, 400 as the protocol asks
+            raise BadTensor(str(exc)) from None
         result = tensors.outputs(sig, rows, names)
         await _respond(send, sig, body.get("id"), result, binary_out)
 
@@ -102,10 +105,7 @@ async def _read(request: Request) -> tuple[dict[str, Any], memoryview]:
     view = memoryview(raw)
     if size == 0:
         raise BadTensor("the body is empty; send an inference request object")
-    try:
-        body = orjson.loads(view[:size])
-    except orjson.JSONDecodeError as exc:
-        raise BadTensor(f"the body is not valid JSON: {exc}") from None
+    body = parse_json(view[:size])
     if not isinstance(body, dict):
         raise BadTensor("the body must be a JSON object")
     unknown = sorted(set(body) - REQUEST_FIELDS)
@@ -136,12 +136,12 @@ def _input(sig: Signature, inputs: Any, binary: memoryview) -> tuple[Sequence[An
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
         raise BadTensor(f"input {tensors.INPUT!r} needs 'shape', a list of integers")
-    count = tensors.check_header(tensor.get("datatype"), shape)
+    count = tensors.check_header(tensor.get("datatype"), [int(d) for d in shape])
     parameters = _object(tensor.get("parameters", {}), "parameters")
     if "shared_memory_region" in parameters:
         raise BadTensor("shared memory tensors are not supported")
-    size = parameters.get("binary_data_size")
-    if size is not None:
+    if "binary_data_size" in parameters:
+        size = parameters["binary_data_size"]
         if "data" in tensor:
             raise BadTensor(f"input {tensors.INPUT!r} has both 'data' and binary data")
         if not _is_int(size) or size != len(binary):
@@ -163,8 +163,6 @@ def _requested(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], dic
     default = parameters.get("binary_data_output", False)
     if not isinstance(default, bool):
         raise BadTensor("the 'binary_data_output' parameter must be a boolean")
-    if outputs is None:
-        return [], {"*": default}
     if not isinstance(outputs, list):
         raise BadTensor("'outputs' must be a list")
     names: list[str] = []
@@ -175,7 +173,8 @@ def _requested(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], dic
         if not isinstance(name, str):
             raise BadTensor("each output needs a 'name', a string")
         params = _object(output.get("parameters", {}), f"outputs[{name!r}].parameters")
-        if params.get("class_count", 0) != 0:
+        class_count = params.get("class_count", 0)
+        if isinstance(class_count, bool) or class_count != 0:
             raise BadTensor("the classification extension (class_count) is not supported")
         if "shared_memory_region" in params:
             raise BadTensor("shared memory tensors are not supported")
@@ -228,4 +227,7 @@ async def _respond(
 
 
 def _is_int(value: Any) -> bool:
+    """An integer, as JSON Schema counts them: 2 and 2.0, not true."""
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)

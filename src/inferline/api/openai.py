@@ -63,7 +63,11 @@ def routes(service: Service) -> list[Route]:
 
     async def embeddings(request: Request, send: Send) -> None:
         texts, encoding = _parse(await request.json(), service)
-        _, items, rows = await service.infer("embedding", texts, deadline_of(request, settings))
+        deadline = deadline_of(request, settings)
+        try:
+            _, items, rows = await service.infer("embedding", texts, deadline)
+        except InvalidInput as exc:  # the token limit: 400, as OpenAI answers a bad request
+            raise RequestError(str(exc), "input") from None
         if encoding == "base64":  # little-endian float32 bytes, as the OpenAI SDK decodes them
             vectors: list[Any] = [
                 base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii")
@@ -109,8 +113,10 @@ def _parse(body: Any, service: Service) -> tuple[list[str], str]:
         raise RequestError("'model' is required: a model id, a string", "model")
     _check_model(model)
     texts = _texts(body.get("input"), service)
-    encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
+    encoding = body.get("encoding_format")
+    if encoding is None:
+        encoding = "float"
+    elif encoding not in ("float", "base64"):
         raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
     dim = service.model("embedding").engine.info.output_dim
     dimensions = body.get("dimensions")

@@ -10,6 +10,7 @@ INVALID_ARGUMENT), as the protocol asks.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,9 +232,10 @@ def raw_bytes(tensor: Tensor) -> bytes:
 
 def timeout_parameter(parameters: dict[str, Any]) -> float | None:
     """Triton's ``timeout`` request parameter (microseconds), as seconds."""
-    value = parameters.get("timeout")
-    if value is None:
+    if "timeout" not in parameters:
         return None
+    value = parameters["timeout"]
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise BadTensor("the 'timeout' parameter must be a positive number of microseconds")
-    return float(value) / 1e6
+    # The smallest timeouts underflow to 0 s; they are still positive, and pass at once.
+    return max(float(value) / 1e6, math.ulp(0.0))

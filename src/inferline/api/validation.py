@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
 from inferline.api.http import Request
 from inferline.config import Settings
 from inferline.errors import InvalidInput
+
+DECIMAL = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
 
 
 def check_texts(texts: Any, settings: Settings, field: str = "texts") -> list[str]:
@@ -60,6 +63,8 @@ def deadline_of(request: Request, settings: Settings, timeout: Any = None) -> fl
         raw = header.decode("latin-1")
     if raw is None:
         return time.monotonic() + settings.request_timeout_s
+    if isinstance(raw, str) and not DECIMAL.fullmatch(raw):  # float() would take "1_0", "nan"
+        raise InvalidInput("the request timeout must be a number of seconds", status=400)
     try:
         seconds = float(raw)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ import grpc
 from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.grpc.auth import ApiKeyInterceptor
+from inferline.grpc.decode import DecodeInterceptor
 from inferline.grpc.open_inference_grpc_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from inferline.grpc.servicer import InferenceServicer
 from inferline.service import Service
@@ -21,7 +22,7 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
 
     Raises OSError when the port cannot be bound."""
     server = grpc.aio.server(
-        interceptors=[ApiKeyInterceptor(ApiKeys.from_settings(settings))],
+        interceptors=[DecodeInterceptor(), ApiKeyInterceptor(ApiKeys.from_settings(settings))],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would

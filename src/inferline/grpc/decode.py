@@ -1,0 +1,51 @@
+"""Answer a gRPC message that does not parse with INVALID_ARGUMENT, not UNKNOWN.
+
+grpc.aio calls the request deserializer before any handler, and turns its exception into
+UNKNOWN with a logged traceback. This interceptor gives every unary handler a deserializer
+that hands an undecodable message to the handler as a marker, and the handler refuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+
+class _Undecodable:
+    __slots__ = ()
+
+
+UNDECODABLE = _Undecodable()
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        inner = handler.unary_unary
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError:
+                return UNDECODABLE
+
+        async def call(request: Any, context: Any) -> Any:
+            if request is UNDECODABLE:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the request message does not parse"
+                )
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )

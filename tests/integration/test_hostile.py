@@ -1,0 +1,377 @@
+"""Hostile input over HTTP (the REST API, OIP REST and the OpenAI routes), against a real server
+with small limits (8 texts, 2000 characters, 64 KiB bodies, 16 KiB of headers).
+
+Each case gets its documented 4xx; no body shows a stack trace or a path on the server; and
+after the whole corpus the server is still ready and serving, with no traceback in its log.
+Raw sockets send what httpx would not: malformed HTTP, truncated bodies, header floods.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.integration.leaks import assert_no_leak
+
+LIMIT = 65536  # the test server's INFERLINE_MAX_BODY_BYTES
+MB = 1_000_000
+JSON = {"content-type": "application/json"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def log_start(server: Server) -> int:
+    """Where the server's log stood before this module's requests."""
+    return len(server.output())
+
+
+@dataclass(frozen=True)
+class Case:
+    path: str
+    body: bytes
+    status: int
+    message: str  # in the error message
+    headers: dict[str, str] = field(default_factory=lambda: JSON)
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def tensor(texts: object, shape: object = None, **more: object) -> dict[str, object]:
+    count = len(texts) if isinstance(texts, list) and shape is None else shape
+    return {"name": "text", "datatype": "BYTES", "shape": [count], "data": texts, **more}
+
+
+def oip(body: dict[str, object] | None = None, **tensor_fields: object) -> bytes:
+    request = body if body is not None else {"inputs": [tensor(["fine"]) | tensor_fields]}
+    return dumps(request)
+
+
+def nested(depth: int, closed: bool = True) -> bytes:
+    return b"[" * depth + (b"]" * depth if closed else b"")
+
+
+PREDICT = "/predict"
+EMBED = "/embed"
+INFER = "/v2/models/sentiment/infer"
+OPENAI = "/v1/embeddings"
+BINARY = {"binary_data_size": -1}
+OPENAI_OK = b'"model": "all-MiniLM-L6-v2", '
+
+CASES: dict[str, Case] = {
+    # invalid UTF-8, in the body and inside JSON strings
+    "utf8-body": Case(PREDICT, b'\xff\xfe{"text": "x"}', 400, "not valid JSON"),
+    "utf8-string": Case(PREDICT, b'{"text": "caf\xe9 au lait"}', 400, "not valid JSON"),
+    "utf8-overlong": Case(EMBED, b'{"texts": ["\xc0\xaf"]}', 400, "not valid JSON"),
+    "utf8-surrogate-bytes": Case(PREDICT, b'{"text": "\xed\xa0\x80"}', 400, "not valid JSON"),
+    "utf8-surrogate-escape": Case(PREDICT, b'{"text": "\\ud800 alone"}', 400, "not valid JSON"),
+    "utf8-oip": Case(INFER, b'{"inputs": [{"data": ["\xc3\x28"]}]}', 400, "not valid JSON"),
+    "utf8-openai": Case(OPENAI, b"{" + OPENAI_OK + b'"input": "\xff"}', 400, "not valid JSON"),
+    # NUL bytes: escaped (a string with NUL) and raw (not JSON at all)
+    "nul-escaped": Case(PREDICT, b'{"text": "a\\u0000b"}', 422, "NUL"),
+    "nul-escaped-oip": Case(INFER, oip(data=["a\x00b"]), 400, "NUL"),
+    "nul-escaped-openai": Case(OPENAI, b"{" + OPENAI_OK + b'"input": "\\u0000"}', 400, "NUL"),
+    "nul-raw": Case(PREDICT, b'{"text": "a\x00b"}', 400, "not valid JSON"),
+    "nul-after-json": Case(EMBED, b'{"texts": ["a"]}\x00', 400, "not valid JSON"),
+    # 1 MB strings are over the body limit; long strings under it are over the text limit
+    "1mb-text": Case(PREDICT, b'{"text": "' + b"a" * MB + b'"}', 413, str(LIMIT)),
+    "1mb-oip": Case(INFER, oip(data=["a" * MB]), 413, str(LIMIT)),
+    "1mb-openai": Case(OPENAI, b"{" + OPENAI_OK + b'"input": "' + b"a" * MB + b'"}', 413, "limit"),
+    "60kb-text": Case(EMBED, b'{"texts": ["' + b"a" * 60000 + b'"]}', 422, "limit is 2000"),
+    "60kb-oip": Case(INFER, oip(data=["a" * 60000]), 400, "limit is 2000"),
+    # deep nesting: over the body limit, past the parser's depth, and deep but valid JSON
+    "nest-100000": Case(PREDICT, nested(100_000, closed=False), 413, str(LIMIT)),
+    "nest-60000": Case(PREDICT, nested(60_000, closed=False), 400, "not valid JSON"),
+    "nest-2000": Case(INFER, b'{"inputs": ' + nested(2000) + b"}", 400, "not valid JSON"),
+    "nest-1010": Case(OPENAI, b'{"input": ' + nested(1010) + b"}", 400, "not valid JSON"),
+    "nest-100": Case(PREDICT, b'{"text": ' + nested(100) + b"}", 422, "must be a string"),
+    # wrong content types: the body is read as JSON whatever the header says
+    "form": Case(PREDICT, b"text=hello", 400, "not valid JSON", FORM),
+    "multipart": Case(
+        EMBED,
+        b'--b\r\ncontent-disposition: form-data; name="texts"\r\n\r\nhi\r\n--b--\r\n',
+        400,
+        "not valid JSON",
+        {"content-type": "multipart/form-data; boundary=b"},
+    ),
+    "xml": Case(
+        INFER,
+        b"<inputs><text>hi</text></inputs>",
+        400,
+        "not valid JSON",
+        {"content-type": "application/xml"},
+    ),
+    "utf16": Case(
+        PREDICT,
+        '{"text": "hi"}'.encode("utf-16"),
+        400,
+        "not valid JSON",
+        {"content-type": "application/json; charset=utf-16"},
+    ),
+    "form-openai": Case(OPENAI, b"input=hi&model=x", 400, "not valid JSON", FORM),
+    # duplicated keys: parsers disagree on which one wins, so none does
+    "dup-top": Case(PREDICT, b'{"text": "good", "text": "bad"}', 400, "'text' appears more"),
+    "dup-embed": Case(EMBED, b'{"texts": ["a"], "texts": ["b"]}', 400, "more than once"),
+    "dup-oip-tensor": Case(
+        INFER,
+        b'{"inputs": [{"name": "text", "name": "text", "datatype": "BYTES", "shape": [1], '
+        b'"data": ["a"]}]}',
+        400,
+        "'name' appears more",
+    ),
+    "dup-openai": Case(OPENAI, b"{" + OPENAI_OK + OPENAI_OK + b'"input": "a"}', 400, "more than"),
+    # huge arrays
+    "texts-9": Case(EMBED, dumps({"texts": ["a"] * 9}), 422, "limit is 8"),
+    "texts-30000": Case(PREDICT, dumps({"texts": [0] * 30000}), 422, "limit is 8"),
+    "array-body": Case(PREDICT, dumps([0] * 30000), 422, "JSON object"),
+    "oip-data-12000": Case(INFER, oip(data=["a"] * 12000, shape=[12000]), 400, "limit is 8"),
+    "oip-shape-2^62": Case(INFER, oip(shape=[2**62]), 400, "shape"),
+    "oip-outputs-3000": Case(
+        INFER,
+        oip({"inputs": [tensor(["a"])], "outputs": [{"name": "label"}] * 3000}),
+        400,
+        "more than once",
+    ),
+    "openai-inputs-9": Case(
+        OPENAI,
+        b"{" + OPENAI_OK + b'"input": ["a","a","a","a","a","a","a","a","a"]}',
+        400,
+        "limit is 8",
+    ),
+    # negative, NaN and infinite numbers where numbers are expected
+    "oip-shape-negative": Case(INFER, oip(shape=[-1]), 400, "shape [N]"),
+    "oip-shape-fraction": Case(INFER, oip(shape=[1.5]), 400, "list of integers"),
+    "oip-shape-nan": Case(
+        INFER, b'{"inputs": [{"name": "text", "shape": [NaN]}]}', 400, "not valid JSON"
+    ),
+    "oip-shape-inf": Case(
+        INFER, b'{"inputs": [{"name": "text", "shape": [1e999]}]}', 400, "not valid JSON"
+    ),
+    "oip-shape-infinity": Case(
+        INFER, b'{"inputs": [{"shape": [-Infinity]}]}', 400, "not valid JSON"
+    ),
+    "oip-timeout-negative": Case(
+        INFER, oip({"inputs": [tensor(["a"])], "parameters": {"timeout": -5}}), 400, "timeout"
+    ),
+    "oip-timeout-zero": Case(
+        INFER, oip({"inputs": [tensor(["a"])], "parameters": {"timeout": 0}}), 400, "timeout"
+    ),
+    "oip-timeout-string": Case(
+        INFER, oip({"inputs": [tensor(["a"])], "parameters": {"timeout": "9"}}), 400, "timeout"
+    ),
+    "oip-binary-size-negative": Case(
+        INFER,
+        oip(
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": BINARY}]}
+        ),
+        400,
+        "binary_data_size",
+    ),
+    "openai-dimensions-negative": Case(
+        OPENAI, b"{" + OPENAI_OK + b'"input": "a", "dimensions": -1}', 400, "dimensions"
+    ),
+    "openai-dimensions-nan": Case(
+        OPENAI, b"{" + OPENAI_OK + b'"input": "a", "dimensions": NaN}', 400, "not valid JSON"
+    ),
+    "text-number": Case(PREDICT, b'{"text": -1e308}', 422, "must be a string"),
+    # empty bodies
+    "empty-predict": Case(PREDICT, b"", 400, "empty"),
+    "empty-embed": Case(EMBED, b"", 400, "empty"),
+    "empty-oip": Case(INFER, b"", 400, "empty"),
+    "empty-openai": Case(OPENAI, b"", 400, "empty"),
+    "blank-body": Case(PREDICT, b"  \r\n ", 400, "not valid JSON"),
+    "null-body": Case(EMBED, b"null", 422, "JSON object"),
+}
+for value in (
+    "-1",
+    "0",
+    "-0",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e999",
+    "1_0",
+    "0x10",
+    "",
+    "\xa0",
+):
+    for path in (PREDICT, INFER, OPENAI):
+        body = {
+            PREDICT: b'{"text": "a"}',
+            INFER: oip(),
+            OPENAI: b"{" + OPENAI_OK + b'"input": "a"}',
+        }[path]
+        CASES[f"timeout-{value!r}-{path}"] = Case(
+            path, body, 400, "timeout", JSON | {"x-request-timeout": value}
+        )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_input_gets_its_4xx(client: httpx.Client, name: str) -> None:
+    case = CASES[name]
+    headers = {k.encode(): v.encode("latin-1") for k, v in case.headers.items()}  # as they are
+    r = client.post(case.path, content=case.body, headers=headers)
+    assert r.status_code == case.status, r.text[:500]
+    assert r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    if case.path == OPENAI:  # OpenAI's shape
+        assert set(error) == {"message", "type", "param", "code"}
+        error = error["message"]
+    assert case.message in error
+    assert_no_leak(r.text)
+
+
+def test_a_streamed_1mb_body_is_413(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield b'{"text": "'
+        for _ in range(250):
+            yield b"a" * 4096
+        yield b'"}'
+
+    r = client.post(PREDICT, content=chunks())
+    assert r.status_code == 413 and str(LIMIT) in r.json()["error"]
+
+
+def test_the_content_type_is_not_checked(client: httpx.Client) -> None:
+    """Documented: the body is read as JSON whatever its Content-Type (curl -d sends a form)."""
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "application/octet-stream"):
+        r = client.post(PREDICT, content=b'{"text": "fine"}', headers={"content-type": kind})
+        assert r.status_code == 200, (kind, r.text)
+
+
+# -- raw sockets: what httpx will not send -----------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int | None  # None: the server closed the connection without answering
+    headers: dict[str, str]
+    body: bytes
+
+
+def exchange(server: Server, data: bytes, *, stop: str = "read") -> Reply:
+    """Sends ``data``; then reads the reply (``read``), or first half-closes (``shutdown``), or
+    closes the socket at once (``close``)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        if stop == "close":
+            return Reply(None, {}, b"")
+        if stop == "shutdown":
+            sock.shutdown(socket.SHUT_WR)
+        raw = b""
+        while not complete(raw):
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            raw += chunk
+    if not raw:
+        return Reply(None, {}, b"")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+def complete(raw: bytes) -> bool:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    found = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    return bool(sep) and found is not None and len(body) >= int(found.group(1))
+
+
+def request(path: str, body: bytes, *headers: bytes, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    lines = [f"POST {path} HTTP/1.1".encode(), b"host: test", b"content-length: %d" % size]
+    return b"\r\n".join([*lines, *headers, b"", body])
+
+
+@pytest.mark.parametrize("path", [PREDICT, INFER, OPENAI])
+@pytest.mark.parametrize("stop", ["close", "shutdown"])
+def test_a_truncated_body_leaves_the_server_serving(
+    server: Server, client: httpx.Client, path: str, stop: str
+) -> None:
+    """Content-Length says 100 bytes, 10 come, and the client goes away: the request gets no
+    answer, or a 4xx nobody reads, and nothing leaks."""
+    reply = exchange(server, request(path, b'{"text": "', length=100), stop=stop)
+    assert reply.status is None or 400 <= reply.status < 500, reply
+    assert client.post(PREDICT, json={"text": "still here"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"x-h%d: v" % i for i in range(5000)],  # many small headers
+        [b"x-big: " + b"a" * MB],  # one huge header
+        [b"x-h%d: %s" % (i, b"b" * 900) for i in range(40)],  # many large ones
+    ],
+    ids=["5000-headers", "1mb-header", "40x900-bytes"],
+)
+def test_header_floods_are_431(server: Server, headers: list[bytes]) -> None:
+    reply = exchange(server, request(PREDICT, b'{"text": "fine"}', *headers))
+    assert reply.status == 431, reply
+    assert "16384" in json.loads(reply.body)["error"]
+    assert_no_leak(reply.body.decode())
+
+
+MALFORMED = {
+    "negative-length": b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: -1\r\n\r\n",
+    "length-and-chunked": b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n"
+    b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    "bad-chunk-size": b"POST /embed HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    b"zz\r\nabc\r\n0\r\n\r\n",
+    "nul-in-header": b"POST /predict HTTP/1.1\r\nhost: t\r\nx-request-timeout: 1\x002\r\n"
+    b"content-length: 2\r\n\r\n{}",
+    "utf8-in-target": b"GET /v2/models/\xff\xfe HTTP/1.1\r\nhost: t\r\n\r\n",
+    "two-lengths": b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n"
+    b"content-length: 3\r\n\r\n{}",
+    "tls-hello": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 64,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_http_is_400(server: Server, name: str) -> None:
+    """Refused by the HTTP parser before the app: uvicorn's own plain-text 400."""
+    reply = exchange(server, MALFORMED[name])
+    assert reply.status == 400, reply
+    assert_no_leak(reply.body.decode("latin-1"))
+
+
+def test_percent_encoded_garbage_in_the_path_is_404(client: httpx.Client) -> None:
+    for path in ("/v2/models/%ff%00", "/v2/models/%2e%2e%2f%2e%2e%2fetc", "/%00"):
+        r = client.get(path)
+        assert r.status_code == 404 and isinstance(r.json()["error"], str)
+        assert_no_leak(r.text)
+
+
+def test_a_failed_load_shows_no_path(failed_server: Server) -> None:
+    with httpx.Client(base_url=failed_server.url, timeout=10) as c:
+        for r in (
+            c.get("/health/ready"),
+            c.get("/v2/health/ready"),
+            c.post(PREDICT, json={"text": "a"}),
+        ):
+            assert r.status_code == 503
+            assert_no_leak(r.text)
+
+
+def test_the_server_is_healthy_after_the_corpus(
+    server: Server, client: httpx.Client, log_start: int
+) -> None:
+    assert client.get("/health/ready").status_code == 200
+    r = client.post(PREDICT, json={"texts": ["Works great.", "Broke in a day."]})
+    assert r.status_code == 200
+    assert [x["label"] for x in r.json()["results"]] == ["Positive", "Negative"]
+    assert "Traceback" not in server.output()[log_start:]
