@@ -1,0 +1,158 @@
+"""The `queue` workload: 10,000 jobs in Redis, timed to drain by 1 and 2 workers.
+
+    python -m bench.queue [--jobs 10000]
+
+For each worker count: start the workers (each an `inferline worker` process, model loaded),
+load the jobs in one pipeline, and time from the first job written to the last one
+acknowledged (the group's lag and pending list both at zero). The raw engine runs before
+and after each drain, and the drain rate is given as a fraction of their mean. Then the
+end-to-end latency of single jobs on an idle system: enqueue, and poll for the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as redis
+
+from bench.run import DEFAULT_DATA, ROOT, raw_limit
+from inferline.config import Settings
+from inferline.queue.keys import QueueKeys
+from inferline.queue.producer import Producer
+
+PREFIX = "bench"
+KEYS = QueueKeys(PREFIX)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_workers(count: int, url: str, logs: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "INFERLINE_REDIS_URL": url, "INFERLINE_QUEUE_PREFIX": PREFIX}
+    procs = []
+    for i in range(count):
+        log = logs / f"worker-{count}-{i}.log"
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [str(ROOT / ".venv" / "bin" / "inferline"), "worker"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + 60
+    for i in range(count):
+        log = logs / f"worker-{count}-{i}.log"
+        while "reading" not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(log.read_text())
+            time.sleep(0.05)
+    return procs
+
+
+async def drain(url: str, texts: list[str], jobs: int) -> float:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    producer = Producer(client, KEYS, 10 * jobs)
+    started = time.perf_counter()
+    for start in range(0, jobs, 1000):  # the producer's pipelined path, 1,000 at a time
+        await producer.submit_many(
+            [("sentiment", [texts[i % len(texts)]], None) for i in range(start, start + 1000)]
+        )
+    while True:
+        groups = {g["name"]: g for g in await client.xinfo_groups(KEYS.stream)}
+        info = groups[KEYS.group]
+        if info["lag"] == 0 and info["pending"] == 0:
+            elapsed = time.perf_counter() - started
+            await client.aclose()
+            return elapsed
+        await asyncio.sleep(0.02)
+
+
+async def single_job_latency(url: str, text: str, rounds: int) -> list[float]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    producer = Producer(client, KEYS, 1000)
+    latencies = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        job_id, _ = await producer.submit("sentiment", [text])
+        for _ in range(100_000):  # polled: nothing announces a stored result
+            if await client.exists(KEYS.result(job_id)):
+                break
+            await asyncio.sleep(0.0005)
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.05)
+    await client.aclose()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    texts = [json.loads(line)["text"] for line in args.data.open()]
+    graph = Settings().model_dir / "sentiment.int8.onnx"
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed")
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        plain = tmp / "texts.jsonl"
+        plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        port = free_port()
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp_dir],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        rows = []
+        try:
+            time.sleep(0.5)
+            for workers in (1, 2):
+                procs = start_workers(workers, url, tmp)
+                try:
+                    before, _ = raw_limit(graph, plain)
+                    seconds = asyncio.run(drain(url, texts, args.jobs))
+                    after, _ = raw_limit(graph, plain)
+                    rate = args.jobs / seconds
+                    rows.append((workers, rate, rate / ((before + after) / 2)))
+                    print(f"{workers} worker(s): {rate:.0f} jobs/s", file=sys.stderr)
+                    if workers == 1:
+                        lat = asyncio.run(single_job_latency(url, texts[1], 50))
+                finally:
+                    for p in procs:
+                        p.terminate()
+                        p.wait(30)
+        finally:
+            server.terminate()
+            server.wait(10)
+    print(f"\n## Queue (`python -m bench.queue --jobs {args.jobs}`)\n")
+    print("| workers | jobs/s (1 text each) | ratio to raw limit |")
+    print("| --- | --- | --- |")
+    for workers, rate, ratio in rows:
+        print(f"| {workers} | {rate:.0f} | {ratio:.2f} |")
+    lat.sort()
+    print(
+        f"\nSingle job on an idle system, enqueue to result stored: p50 "
+        f"{1e3 * statistics.median(lat):.1f} ms, p90 {1e3 * lat[int(0.9 * len(lat))]:.1f} ms "
+        f"({len(lat)} jobs, polled every 0.5 ms)."
+    )
+
+
+if __name__ == "__main__":
+    main()
