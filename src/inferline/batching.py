@@ -38,14 +38,16 @@ BatchHook = Callable[["BatchReport"], None]
 
 @dataclass(frozen=True, slots=True)
 class BatcherLimits:
-    max_batch_size: int = 32
+    """Defaults match Settings' (docs there); the service builds these from Settings."""
+
+    max_batch_size: int = 16
     max_batch_tokens: int = 8192
     max_delay: float = 0.002
-    max_padding_ratio: float = 1.1
-    min_batch_size: int = 4
+    max_padding_ratio: float = 1.05
+    min_batch_size: int = 2
     max_queue_items: int = 2048
     max_queue_tokens: int = 262_144
-    concurrency: int = 2
+    concurrency: int = 3
 
 
 def grow(lengths: Sequence[int], start: int, limits: BatcherLimits) -> tuple[int, int]:

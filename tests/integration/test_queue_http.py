@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import RedisServer, Server, ServerFactory, WorkerFactory
+from tests.conftest import RedisServer, Server, ServerFactory, WorkerFactory, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +144,45 @@ def test_cli_submit_waits_and_resumes(
     assert [line["id"].rsplit(":", 1)[1] for line in lines] == [str(i) for i in range(1000)]
     assert lines[0]["results"][0]["label"] == "Negative"
     assert lines[1]["results"][0]["label"] == "Positive"
+
+
+def test_full_stream_is_429_over_http(
+    server_factory: ServerFactory, redis_server: RedisServer
+) -> None:
+    env = {
+        "INFERLINE_REDIS_URL": redis_server.url,
+        "INFERLINE_QUEUE_PREFIX": f"full-{uuid.uuid4().hex[:8]}",
+        "INFERLINE_QUEUE_MAX_LEN": "3",
+    }
+    server = server_factory(env)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for i in range(3):
+            job = {"model": "sentiment", "inputs": [f"review {i}"]}
+            assert client.post("/v1/jobs", json=job).status_code == 202
+        refused = client.post("/v1/jobs", json={"model": "sentiment", "inputs": ["one more"]})
+        assert refused.status_code == 429, refused.text
+        assert "retry-after" in refused.headers and refused.json()["error"]
+
+
+def test_password_protected_redis(
+    server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    guarded = RedisServer(
+        free_port(), tmp_path, ("--save", "", "--appendonly", "no", "--requirepass", "s3cret-pw")
+    )
+    guarded.start()
+    try:
+        url = f"redis://:s3cret-pw@127.0.0.1:{guarded.port}/0"
+        env = {"INFERLINE_REDIS_URL": url, "INFERLINE_QUEUE_BLOCK_MS": "200"}
+        server = server_factory(env)
+        worker_factory(env)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            response = client.post("/v1/jobs", json={"model": "sentiment", "inputs": ["Lovely."]})
+            assert response.status_code == 202, response.text
+            assert wait_for(client, response.json()["id"])["status"] == "done"
+        wrong = server_factory({**env, "INFERLINE_REDIS_URL": url.replace("s3cret-pw", "nope")})
+        refused = httpx.post(wrong.url + "/v1/jobs", json={"model": "sentiment", "inputs": ["x"]})
+        assert refused.status_code == 503, refused.text
+        assert "s3cret" not in refused.text and "nope" not in refused.text
+    finally:
+        guarded.stop()
