@@ -26,9 +26,6 @@ class LoRALinear(nn.Module):
         out: torch.Tensor = self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.scale
         return out
 
-    def delta(self) -> torch.Tensor:
-        return (self.lora_b @ self.lora_a) * self.scale
-
 
 def _targets(bert: Any) -> list[tuple[str, nn.Linear]]:
     found = []
