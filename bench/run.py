@@ -15,9 +15,6 @@ import argparse
 import functools
 import json
 import os
-import platform
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,21 +27,21 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.common import (
+    DEFAULT_DATA,
+    ROOT,
+    WrkResult,
+    machine,
+    marked,
+    raw_limit,
+    row,
+    rss_mb,
+    run_child,
+    splice,
+    wrk,
+)
 from bench.loadgen import run_open_loop
 from inferline.config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-LUA = ROOT / "bench" / "wrk" / "bodies.lua"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sentiment" / "amazon_reviews.jsonl"
-
-
-@dataclass
-class WrkResult:
-    texts_per_s: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
-    cpu_s: float
 
 
 @dataclass(frozen=True)
@@ -111,56 +108,6 @@ class Run:
     latency: dict[str, float] = field(default_factory=dict)
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-
-def run_child(command: list[str]) -> tuple[str, float]:
-    """Run a load generator to completion; return its output and the CPU seconds it used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def wrk(
-    url: str, bodies: Path, connections: int, duration: float, texts_per_request: int = 1
-) -> WrkResult:
-    out, cpu = run_child(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "-s",
-            str(LUA),
-            url,
-            "--",
-            str(bodies),
-        ]
-    )
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    rps *= texts_per_request
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(rps, p50, p99, int(bad.group(1)) if bad else 0, cpu)
-
-
-def raw_limit(model: Path, texts: Path) -> tuple[float, str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.raw", str(model), str(texts)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    data = json.loads(out)
-    return float(data["texts_per_s"]), str(data["best"])
-
-
 def counters(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics").text
     tokens = padding = 0.0
@@ -202,13 +149,6 @@ def start_server(port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
         if proc.poll() is not None or time.monotonic() - started > 60:
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def write_bodies(data: Path, tmp: Path) -> tuple[dict[str, Path], Path]:
@@ -335,29 +275,6 @@ def benchmark(args: argparse.Namespace) -> Run:
     return run
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    ).stdout.strip()
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, commit {commit}"
-
-
-def row(*cells: str) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def report(run: Run, args: argparse.Namespace) -> str:
     raw = {k: statistics.median(v) for k, v in run.raw.items()}
     med = {
@@ -454,8 +371,10 @@ def main() -> None:
             print(f"{name}: {tps:.0f} texts/s, {statistics.median(run.ratios[name]):.2f} of raw")
         return
     text = report(run, args)
+    # Keep the side-by-side section that bench.compare writes into the same file.
+    kept = marked(args.out.read_text()) if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(splice(text, kept) if kept else text)
     print(text)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the service and the tests need. Safe to run again: each step is skipped
 # when it is already done.
-#   1. a virtual environment in .venv with inferline, the build extra (CPU torch) and dev tools
+#   1. a virtual environment in .venv with inferline, the build extra (CPU torch), dev tools,
+#      the remote engines' extra and the bench extra (matplotlib, for the benchmark plots)
 #   2. the model directory (inferline model build: export, quantise, verify)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,9 @@ fi
 
 stamp=.venv/.inferline-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "== installing inferline with the build and dev extras (torch is the pinned CPU build)"
+  echo "== installing inferline with the build, dev, remote and bench extras (torch is the pinned CPU build)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[build,dev]'
+  .venv/bin/python -m pip install --quiet -e '.[build,dev,remote,bench]'
   touch "$stamp"
 fi
 

@@ -54,16 +54,18 @@ class Server:
 
 
 def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
-    port = free_port()
-    grpc_port = free_port()
-    log = tmp / f"server-{port}.log"
+    env = env or {}
+    # A test that restarts a server at the same address gives its ports.
+    port = int(env.get("INFERLINE_PORT") or free_port())
+    grpc_port = int(env.get("INFERLINE_GRPC_PORT") or free_port())
+    log = tmp / f"server-{port}-{time.monotonic_ns()}.log"
     full_env = {
         **os.environ,
         "INFERLINE_MODEL_DIR": str(model_dir()),
         "INFERLINE_HOST": "127.0.0.1",
         "INFERLINE_PORT": str(port),
         "INFERLINE_GRPC_PORT": str(grpc_port),
-        **(env or {}),
+        **env,
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -212,6 +214,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -225,6 +228,7 @@ class WorkerProcess:
 def start_worker(tmp: Path, env: dict[str, str]) -> WorkerProcess:
     """``inferline worker`` in its own process; returns once it reads the stream."""
     log = tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log"
+    env = {"INFERLINE_WORKER_METRICS_PORT": str(free_port()), **env}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "inferline.cli", "worker"],
@@ -232,7 +236,7 @@ def start_worker(tmp: Path, env: dict[str, str]) -> WorkerProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    worker = WorkerProcess(proc, log)
+    worker = WorkerProcess(proc, log, int(env["INFERLINE_WORKER_METRICS_PORT"]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "reading" in worker.output():

@@ -62,6 +62,7 @@ class ApiKeys:
             raise Overloaded(
                 f"this API key already has {self.max_concurrent} requests in flight",
                 retry_after=1.0,
+                reason="key_limit",
             )
         self._inflight[key] += 1
         try:

@@ -26,6 +26,8 @@ from inferline.errors import (
     Overloaded,
     Unavailable,
 )
+from inferline.telemetry import context, tracing
+from inferline.telemetry.context import RequestRecord
 from inferline.types import FloatArray, Item
 
 # How many of the oldest waiting items a batch is chosen from: wide enough to find texts of
@@ -102,6 +104,7 @@ class _Entry:
     future: asyncio.Future[FloatArray]
     enqueued: float
     deadline: float | None
+    record: RequestRecord | None  # the request it belongs to: gets its wait and engine time
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -114,9 +117,11 @@ class Batcher:
         limits: BatcherLimits,
         *,
         name: str = "model",
+        engine: str = "engine",
         on_batch: BatchHook | None = None,
     ) -> None:
         self.name = name
+        self.engine = engine
         self.limits = limits
         self._infer = infer
         self._on_batch = on_batch
@@ -168,10 +173,11 @@ class Batcher:
         self._admit(items, deadline)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        record = context.current()
         futures: list[asyncio.Future[FloatArray]] = []
         for item in items:
             seq = next(self._seq)
-            entry = _Entry(seq, item, loop.create_future(), now, deadline)
+            entry = _Entry(seq, item, loop.create_future(), now, deadline, record)
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, seq)
             entry.future.add_done_callback(functools.partial(self._on_done, seq))
@@ -332,7 +338,17 @@ class Batcher:
         started = time.monotonic()
         failed = False
         try:
-            outputs = await self._infer([e.item for e in batch])
+            if tracing.enabled():
+                with tracing.batch_span(
+                    self.name,
+                    self.engine,
+                    [e.record.span for e in batch if e.record and e.record.span],
+                    len(batch),
+                    max(e.item.tokens for e in batch) * len(batch),
+                ):
+                    outputs = await self._infer([e.item for e in batch])
+            else:
+                outputs = await self._infer([e.item for e in batch])
             if len(outputs) != len(batch):
                 raise EngineError(
                     f"the engine returned {len(outputs)} outputs for {len(batch)} inputs"
@@ -362,6 +378,9 @@ class Batcher:
         duration = max(ended - started, 1e-6)
         rate = len(batch) / duration * self.limits.concurrency
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        for entry in batch:
+            if entry.record is not None:
+                entry.record.batched(started - entry.enqueued, duration)
         if self._on_batch is None:
             return
         tokens = sum(e.item.tokens for e in batch)

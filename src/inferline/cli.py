@@ -83,12 +83,42 @@ def parser() -> argparse.ArgumentParser:
     )
     head.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the *.jsonl files")
     head.add_argument("--out", type=Path, default=None, help="where to write the head")
+    _bench_parser(commands)
     return root
+
+
+def _bench_parser(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench", help="load-test a running inferline: throughput and latency percentiles"
+    )
+    bench.add_argument("url", nargs="?", default="http://127.0.0.1:8000", help="service URL")
+    bench.add_argument(
+        "--workload",
+        choices=["single", "multi", "latency", "all"],
+        default="all",
+        help="single: 1 text a request, 64 connections; multi: 16 texts, 8 connections; "
+        "latency: open loop at --rate (default: 50%% of the measured single maximum)",
+    )
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per workload")
+    bench.add_argument("--connections", type=int, default=None, help="override the workload's")
+    bench.add_argument("--rate", type=float, default=None, help="latency: requests/s offered")
+    bench.add_argument(
+        "--data", type=Path, default=None, help="texts: JSONL with 'text', or one a line"
+    )
+    bench.add_argument(
+        "--plot-dir", type=Path, default=None, help="write throughput.png and latency_cdf.png"
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    bench.add_argument("--quiet", action="store_true", help="no live progress on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "bench":
+            from inferline.loadtest.runner import main as bench
+
+            return bench(args)
         return _dispatch(args)
     except (InferlineError, FileNotFoundError, ValueError) as exc:
         print(f"inferline: {exc}", file=sys.stderr)

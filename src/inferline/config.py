@@ -29,6 +29,10 @@ class Settings(BaseSettings):
 
     model_dir: Path = Field(default_factory=default_model_dir)
     """Directory written by ``inferline model build``: ONNX files, tokenizer, manifest."""
+    models_config: Path | None = None
+    """A TOML or YAML file that picks the engine of each model: local ONNX Runtime (the
+    default), a remote Open Inference Protocol server (Triton, KServe), or an
+    OpenAI-compatible API, and the chat models to relay; see docs/engines.md."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Execution provider: ``cuda`` uses the CUDA provider when onnxruntime-gpu has it."""
     precision: Literal["auto", "int8", "fp32"] = "auto"
@@ -113,4 +117,12 @@ class Settings(BaseSettings):
     """Consumer name of this worker in the group (default: host name and process id)."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level of the service."""
+    """Log level of the service (JSON lines on stderr)."""
+    access_log: bool = True
+    """One JSON line per API request: protocol, model, status, texts, tokens, queue wait and
+    inference time (logger ``inferline.access``)."""
+    log_texts: bool = False
+    """Put the request texts in the access log. Off by default: reviews may hold personal
+    data."""
+    worker_metrics_port: int = Field(9100, ge=0, le=65535)
+    """Port of the worker's ``/metrics`` (Prometheus) endpoint; 0 turns it off."""

@@ -5,10 +5,11 @@
     |   +-- PayloadTooLarge   body over the size limit                (HTTP 413)
     +-- Unauthorized          missing or wrong API key                (HTTP 401)
     +-- NotFound              unknown model, version or route         (HTTP 404)
-    +-- Overloaded            a bounded queue is full                 (HTTP 429)
+    +-- Overloaded            a bounded queue or a key's slots are full (HTTP 429)
     +-- Unavailable           not ready yet, or draining              (HTTP 503)
     +-- DeadlineExceeded      the deadline passed before the model ran (HTTP 504)
     +-- EngineError           the model itself failed                 (HTTP 500, opaque id)
+    +-- UpstreamError         a relayed upstream's error answer (the chat relay passes it on)
     +-- ModelBuildError       ``inferline model build`` could not produce a valid model
 
 Only the API layers map these to status codes; the library raises them.
@@ -47,9 +48,12 @@ class NotFound(InferlineError):
 class Overloaded(InferlineError):
     """The queue is full; ``retry_after`` is a hint in seconds."""
 
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float = 1.0, reason: str = "queue_full"
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class Unavailable(InferlineError):
@@ -64,5 +68,37 @@ class EngineError(InferlineError):
     """The engine failed on a batch, or returned the wrong number of outputs."""
 
 
+class UpstreamError(InferlineError):
+    """A remote upstream answered an error: ``status`` and ``body`` as it sent them, for the
+    chat relay to pass on (``api/chat.py``); ``retry_after`` from its Retry-After."""
+
+    def __init__(self, status: int, body: bytes, retry_after: float | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
 class ModelBuildError(InferlineError):
     """The model directory could not be built or failed its verification."""
+
+
+def reason_of(exc: InferlineError) -> str:
+    """The ``reason`` label of ``inferline_rejected_total`` for a refused request."""
+    if isinstance(exc, PayloadTooLarge):
+        return "too_large"
+    if isinstance(exc, Overloaded):
+        return exc.reason
+    for kind, reason in _REASONS.items():
+        if isinstance(exc, kind):
+            return reason
+    return "error"
+
+
+_REASONS: dict[type[InferlineError], str] = {
+    InvalidInput: "invalid",
+    Unauthorized: "unauthorized",
+    NotFound: "not_found",
+    Unavailable: "unavailable",
+    DeadlineExceeded: "deadline",
+}

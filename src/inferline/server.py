@@ -15,18 +15,13 @@ import uvloop
 
 from inferline.api.factory import create_app
 from inferline.config import Settings
+from inferline.engines import registry
 from inferline.grpc import server as grpc_server
 from inferline.modelrepo.manifest import Manifest
 from inferline.service import Service
+from inferline.telemetry import logs, tracing
 
 log = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-    )
 
 
 class _Server(uvicorn.Server):
@@ -39,9 +34,11 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; accepted requests finish within the grace period."""
-    configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
+    tracing.configure_from_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # see TextEncoder
     Manifest.load(settings.model_dir)  # fail fast, before binding, when nothing was built
+    registry.load_config(settings.models_config)  # and when the models config is wrong
     service = Service(settings)
     config = uvicorn.Config(
         create_app(settings, service),
@@ -49,7 +46,8 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         lifespan="on",
         http="httptools",
-        access_log=False,
+        access_log=False,  # ours (inferline.access) carries the model, tokens and timings
+        log_config=None,  # keep the JSON logging set up above
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=2048,
@@ -91,5 +89,8 @@ def serve(settings: Settings) -> None:
             await rpc.stop(grace)  # idempotent: returns once the gRPC server has stopped
             await asyncio.gather(*stopping)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    finally:
+        tracing.shutdown()  # flush the spans still buffered

@@ -6,23 +6,27 @@ Every protocol (HTTP, OIP, the queue worker) goes through :meth:`Service.infer`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import functools
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from inferline.batching import Batcher, BatcherLimits
 from inferline.config import Settings
-from inferline.engines.onnx import OnnxEngine
+from inferline.engines import registry
 from inferline.errors import InvalidInput, NotFound, Unavailable
 from inferline.modelrepo.manifest import Manifest
 from inferline.tasks.embedding import EmbeddingTask
 from inferline.tasks.sentiment import SentimentTask
+from inferline.telemetry import context
 from inferline.telemetry.metrics import Metrics
 from inferline.tokenizer import TextEncoder
-from inferline.types import Engine, FloatArray, Item, Task
+from inferline.types import ChatEngine, Engine, FloatArray, Item, Task
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +57,31 @@ class Service:
         self.state = State.STARTING
         self.failure: str | None = None
         self.models: dict[str, Model] = {}
+        self.chats: dict[str, ChatEngine] = {}  # chat/completions relays, by model id
         self.manifest: Manifest | None = None
         self.encoder: TextEncoder | None = None
         self.load_seconds = 0.0
         self.metrics = metrics or Metrics()
         self._start_task: asyncio.Task[None] | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        return self.state is State.READY
+        """Loaded, warmed up, not draining, and every remote engine's upstream is up."""
+        return (
+            self.state is State.READY
+            and all(m.engine.ready for m in self.models.values())
+            and all(c.ready for c in self.chats.values())
+        )
+
+    @property
+    def status(self) -> str:
+        """The state, or ``upstream_down`` when ready but a remote engine's upstream is not."""
+        if self.state is State.READY and not self.ready:
+            return "upstream_down"
+        return self.state.value
 
     def start_background(self) -> None:
         """Load and warm up without blocking the server, so probes answer meanwhile."""
@@ -84,14 +102,13 @@ class Service:
         self.load_seconds = time.monotonic() - started
         if self.state is State.STARTING:
             self.state = State.READY
+            self.metrics.load_seconds.set(self.load_seconds)
             log.info("ready in %.2f s", self.load_seconds, extra={"models": list(self.models)})
 
     def _load(self) -> None:
         s = self.settings
         manifest = Manifest.load(s.model_dir)
-        precision = (
-            s.precision if s.precision != "auto" else ("fp32" if s.device == "cuda" else "int8")
-        )
+        config = registry.load_config(s.models_config)
         limits = BatcherLimits(
             max_batch_size=s.max_batch_size,
             max_batch_tokens=max(s.max_batch_tokens, manifest.max_tokens),
@@ -100,37 +117,59 @@ class Service:
             min_batch_size=s.min_batch_size,
             max_queue_items=s.max_queue_items,
             max_queue_tokens=max(s.max_queue_tokens, manifest.max_tokens),
-            # One batch more than lanes: the next batch waits in the executor, so a lane that
-            # finishes starts at once instead of waiting for the event loop to cut a batch.
-            concurrency=s.lanes + 1,
+            concurrency=s.lanes + 1,  # set per engine below
         )
         tasks: dict[str, Task] = {
             "embedding": EmbeddingTask(),
             "sentiment": SentimentTask(manifest.labels),
         }
-        for name, spec in manifest.models.items():
-            engine = OnnxEngine(
-                s.model_dir / spec.files[precision],
-                name=name,
-                output=spec.output,
-                output_dim=spec.output_dim,
-                max_tokens=manifest.max_tokens,
-                device=s.device,
-                lanes=s.lanes,
-                intra_op_threads=s.intra_op_threads,
+        for name in manifest.models:
+            engine = registry.create_engine(name, s, manifest, config, self.metrics)
+            info = engine.info
+            engine_limits = dataclasses.replace(
+                limits,
+                # One batch more than lanes: the next batch waits in the executor (or is on
+                # its way upstream), so a lane that finishes starts at once instead of
+                # waiting for the event loop to cut a batch.
+                concurrency=info.lanes + 1,
+                # Padding costs compute only where the batch is padded; a remote engine's
+                # upstream batches on its own, so its batches only need to be full.
+                max_padding_ratio=limits.max_padding_ratio if info.pads else math.inf,
             )
-            hook = self.metrics.batch_observer(name, "onnx")
-            batcher = Batcher(engine.infer, limits, name=name, on_batch=hook)
-            self.metrics.queue_depth.labels(name).set_function(_depth(batcher))
+            hook = self.metrics.batch_observer(name, info.engine)
+            batcher = Batcher(
+                engine.infer, engine_limits, name=name, engine=info.engine, on_batch=hook
+            )
+            self.metrics.track(self.metrics.queue_depth.labels(name), _depth(batcher))
+            self.metrics.track(
+                self.metrics.model_ready.labels(name), functools.partial(self._is_ready, engine)
+            )
             self.models[name] = Model(name, engine, batcher, tasks[name])
+        self.chats = registry.create_chat_engines(config, self.metrics)
         self.encoder = TextEncoder(s.model_dir / manifest.tokenizer, manifest.max_tokens)
         self.manifest = manifest
 
     async def _warm_up(self) -> None:
+        """Each engine starts (a remote one checks its upstream), then runs a warm-up batch
+        if it can. A remote upstream that is down does not fail the start: readiness stays
+        503 until it is back."""
         assert self.encoder is not None
         items = self.encoder.encode(WARMUP_TEXTS)
+        for chat in self.chats.values():
+            await chat.start()
         for model in self.models.values():
-            await model.batcher.submit_many(items)
+            await model.engine.start()
+            if not model.engine.ready:
+                continue
+            try:
+                await model.batcher.submit_many(items)
+            except Unavailable as exc:  # the upstream went away meanwhile
+                log.warning("warm-up of %s skipped: %s", model.name, exc)
+
+    def _is_ready(self, engine: Engine) -> float:
+        """1 while the service serves and this model's engine can run (a remote engine's
+        upstream is up)."""
+        return 1.0 if self.state is State.READY and engine.ready else 0.0
 
     def begin_drain(self) -> None:
         """Stop admitting new work; what was accepted still runs."""
@@ -146,6 +185,14 @@ class Service:
         await asyncio.gather(*(m.batcher.close(grace) for m in self.models.values()))
         for model in self.models.values():
             await model.engine.close()
+        for chat in self.chats.values():
+            await chat.close()
+        for closer in self._closers:
+            await closer()
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` at the end of ``close`` (clients the protocol layers opened)."""
+        self._closers.append(closer)
 
     # -- inference --------------------------------------------------------------------------
 
@@ -159,6 +206,16 @@ class Service:
                 f"unknown model {name!r}; known: {', '.join(sorted(self.models))}"
             ) from None
 
+    def chat(self, name: str) -> ChatEngine:
+        """The chat/completions relay that serves model id ``name``."""
+        if self.state is not State.READY:
+            raise Unavailable(self.not_ready_reason())
+        try:
+            return self.chats[name]
+        except KeyError:
+            known = ", ".join(sorted(self.chats)) or "none is configured"
+            raise NotFound(f"the model {name!r} does not exist; chat models: {known}") from None
+
     def admit(self, name: str) -> Model:
         """The model, if it can take work now: raises Unavailable, NotFound or Overloaded."""
         model = self.model(name)
@@ -171,6 +228,10 @@ class Service:
             return "the model failed to load (has `inferline model build` run?); see the log"
         if self.state is State.DRAINING:
             return "the service is shutting down"
+        if self.state is State.READY:
+            down = [n for n, m in self.models.items() if not m.engine.ready]
+            down += [n for n, c in self.chats.items() if not c.ready]
+            return f"the upstream of {', '.join(sorted(down))} is unavailable"
         return "the model is still loading"
 
     async def encode(self, texts: Sequence[str]) -> list[Item]:
@@ -189,6 +250,14 @@ class Service:
             raise InvalidInput("no texts given")
         items = await self.encode(texts)
         tokens = sum(item.tokens for item in items)
+        record = context.current()
+        if record is not None:
+            record.model = name
+            record.items += len(items)
+            record.tokens += tokens
+            if self.settings.log_texts:
+                record.texts = texts
+        self.metrics.input_tokens.labels(name).observe(tokens)
         if tokens > self.settings.max_request_tokens:
             raise InvalidInput(
                 f"the request has {tokens} tokens; the limit is "

@@ -33,10 +33,12 @@ class TextEncoder:
         encodings = self._tok.encode_batch_fast(list(texts), add_special_tokens=True)
         limit = self.max_tokens
         items = []
-        for enc in encodings:
+        # Items keep their text (a reference, no copy) for remote engines, which send text.
+        for text, enc in zip(texts, encodings, strict=True):
             ids = np.asarray(enc.ids, dtype=np.int64)
             if ids.shape[0] > limit:
-                items.append(Item(np.concatenate((ids[: limit - 1], self._sep)), truncated=True))
+                cut = np.concatenate((ids[: limit - 1], self._sep))
+                items.append(Item(cut, truncated=True, text=text))
             else:
-                items.append(Item(ids))
+                items.append(Item(ids, text=text))
         return items

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ class Item:
 
     ids: npt.NDArray[np.int64]
     truncated: bool = False
+    text: str = ""  # the text itself, for remote engines; a reference, so it costs nothing
     tokens: int = field(init=False)  # read on every batching decision: a field, not a property
 
     def __post_init__(self) -> None:
@@ -34,7 +36,9 @@ class EngineInfo:
     output_dim: int
     max_tokens: int
     device: str
-    lanes: int
+    lanes: int  # batches it runs at once (threads locally, requests in flight remotely)
+    engine: str = "local"  # which engine: the ``engine`` label of the metrics
+    pads: bool = True  # batches are padded here, so the batcher limits padding; remote: no
 
 
 class Engine(Protocol):
@@ -47,7 +51,49 @@ class Engine(Protocol):
     @property
     def info(self) -> EngineInfo: ...
 
+    @property
+    def ready(self) -> bool:
+        """Whether it can run batches now: local once loaded; remote while its upstream's
+        health check passes (its circuit breaker is closed)."""
+        ...
+
+    async def start(self) -> None:
+        """Before the warm-up: a remote engine checks its upstream once and starts watching
+        it. Never raises for an upstream that is down; ``ready`` says so."""
+        ...
+
     async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]: ...
+
+    async def close(self) -> None: ...
+
+
+class ChatReply(Protocol):
+    """An upstream's successful answer to a chat or completions request, not yet read."""
+
+    status: int
+    content_type: bytes
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as it arrives; read only as fast as the caller asks."""
+        ...
+
+
+class ChatEngine(Protocol):
+    """Relays OpenAI chat/completions requests upstream (no batching: generation streams).
+
+    ``open`` retries what is safe to retry before the reply starts, and raises an
+    :class:`~inferline.errors.InferlineError` for an upstream that cannot answer."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    def open(self, path: str, body: dict[str, Any]) -> AbstractAsyncContextManager[ChatReply]:
+        """Send ``body`` (its ``model`` already the upstream's) to ``path``, e.g.
+        ``/chat/completions``; the reply is closed, and the upstream request with it, on
+        leaving the context."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -49,7 +49,7 @@ def test_every_operation_documents_its_errors() -> None:
                 assert response["description"], (method, path, code)
             if method == "post":
                 body = responses["400"]["content"]["application/json"]["schema"]["$ref"]
-                openai = path == "/v1/embeddings"
+                openai = path in ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
                 assert body.endswith("/OpenAIError" if openai else "/Error"), path
                 assert {"413", "429", "503"} <= set(responses), path
 

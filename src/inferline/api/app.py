@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from inferline.errors import (
     Overloaded,
     Unauthorized,
     Unavailable,
+    reason_of,
 )
 from inferline.service import Service
+from inferline.telemetry import context, logs, tracing
+from inferline.telemetry.context import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class Route:
     path: str
     handler: Handler
     errors: ErrorBody = plain_error  # a protocol with its own error shape (OpenAI) sets this
+    protocol: str | None = None  # set on the API routes: they are counted, logged and traced
 
 
 STATUS: dict[type[InferlineError], int] = {
@@ -124,9 +129,63 @@ class App:
             await send_json(send, 405, body(405, message, None), [(b"allow", allow)])
             return
         request = Request(scope, receive, self.settings.max_body_bytes, params)
+        if route.protocol is None:  # probes, metrics, docs: served bare
+            await self._serve(route, request, send)
+            return
+        record = RequestRecord(route.protocol)
+        token = context.enter(record)
+        self.service.metrics.inflight.inc()
+        try:
+            if tracing.enabled():
+                name = f"{scope['method']} {route.path}"
+                attributes = {"http.request.method": scope["method"], "http.route": route.path}
+                carrier = tracing.carrier_of(scope["headers"])
+                with tracing.server_span(name, carrier, attributes) as span:
+                    record.span = span
+                    try:
+                        await self._serve(route, request, send)
+                    finally:
+                        self._finish(record, request)  # in the span: the log line has its ids
+                        self._close_span(record, request)
+            else:
+                try:
+                    await self._serve(route, request, send)
+                finally:
+                    self._finish(record, request)
+        finally:
+            context.leave(token)
+
+    def _finish(self, record: RequestRecord, request: Request) -> None:
+        metrics = self.service.metrics
+        metrics.inflight.dec()
+        record.status = str(request.status) if request.status else "499"  # the client left
+        duration = time.perf_counter() - record.started
+        metrics.record_request(record, duration)
+        if self.settings.access_log:
+            extra = {"method": request.method, "path": request.scope["path"]}
+            logs.access(record, duration, extra)
+
+    @staticmethod
+    def _close_span(record: RequestRecord, request: Request) -> None:
+        span = record.span
+        span.set_attribute("http.response.status_code", request.status)
+        span.set_attribute("inferline.model", record.model)
+        span.set_attribute("inferline.items", record.items)
+        span.set_attribute("inferline.tokens", record.tokens)
+        span.set_attribute("inferline.queue_wait_seconds", record.queue_wait)
+        span.set_attribute("inferline.inference_seconds", record.inference)
+        if request.status >= 500:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR))
+
+    async def _serve(self, route: Route, request: Request, send: Send) -> None:
+        scope = request.scope
 
         async def send_marked(message: Message) -> None:
-            request.responding = True
+            if message["type"] == "http.response.start":
+                request.responding = True
+                request.status = message["status"]
             await send(message)
 
         try:
@@ -142,12 +201,15 @@ class App:
             raise
         except InferlineError as exc:
             request.responding = True
-            await self._error(send, exc, route.errors)
+            if status_of(exc) != 500:  # a refusal, not a failure
+                self.service.metrics.rejected.labels(reason_of(exc)).inc()
+            await self._error(send_marked, exc, route.errors)
         except Exception:
             request.responding = True
             error_id = uuid.uuid4().hex
             log.exception("unhandled error %s on %s %s", error_id, scope["method"], scope["path"])
-            await send_json(send, 500, route.errors(500, f"internal error (id {error_id})", None))
+            body = route.errors(500, f"internal error (id {error_id})", None)
+            await send_json(send_marked, 500, body)
         finally:
             request.stop_watching()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferline.api import jobs, oip, openai, openapi, routes
+from inferline.api import chat, jobs, oip, openai, openapi, routes
 from inferline.api.app import App
 from inferline.auth import ApiKeys
 from inferline.config import Settings
@@ -17,7 +17,8 @@ def create_app(settings: Settings, service: Service | None = None) -> App:
             *routes.routes(service),
             *oip.routes(service),
             *openai.routes(service),
-            *jobs.routes(settings),
+            *chat.routes(service),
+            *jobs.routes(service),
             *openapi.routes(settings),
         ],
         ApiKeys.from_settings(settings),

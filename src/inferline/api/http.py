@@ -29,6 +29,7 @@ class Request:
     max_body: int
     path_params: dict[str, str] = field(default_factory=dict)
     responding: bool = False  # the response has started: a disconnect no longer cancels
+    status: int = 0  # of the response, once started
     disconnected: bool = False
     watcher: asyncio.Task[None] | asyncio.TimerHandle | None = None
 

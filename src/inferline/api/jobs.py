@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING
 from inferline.api.app import Route
 from inferline.api.http import Request, Send, send_json
 from inferline.api.validation import check_object, check_texts
-from inferline.config import Settings
 from inferline.errors import InvalidInput, NotFound, Unavailable
-from inferline.queue.keys import check_job_id
+from inferline.queue.keys import MODELS, check_job_id
+from inferline.telemetry import context
 
 if TYPE_CHECKING:
     from inferline.queue.producer import Producer
+    from inferline.service import Service
 
 
-def routes(settings: Settings) -> list[Route]:
+def routes(service: Service) -> list[Route]:
+    settings, metrics = service.settings, service.metrics
     producers: list[Producer] = []  # made on first use, in the server's event loop
 
     def producer() -> Producer:
@@ -29,6 +31,7 @@ def routes(settings: Settings) -> list[Route]:
             from inferline.queue.producer import Producer  # keeps redis out of plain serving
 
             producers.append(Producer.from_settings(settings))
+            service.on_close(producers[0].close)
         return producers[0]
 
     async def submit(request: Request, send: Send) -> None:
@@ -41,7 +44,11 @@ def routes(settings: Settings) -> list[Route]:
             raise InvalidInput("missing field 'inputs' (a list of strings)")
         inputs = check_texts(body["inputs"], settings, "inputs")
         job_id = check_job_id(body["id"]) if "id" in body else None
-        job_id, _ = await queue.submit(model, inputs, job_id)
+        record = context.current()
+        if record is not None and model in MODELS:
+            record.model, record.items = model, len(inputs)
+        job_id, new = await queue.submit(model, inputs, job_id)
+        metrics.jobs.labels(model, "submitted" if new else "duplicate").inc()
         await send_json(send, 202, {"id": job_id})
 
     async def status(request: Request, send: Send) -> None:
@@ -53,6 +60,6 @@ def routes(settings: Settings) -> list[Route]:
         await send_json(send, 200, outcome)
 
     return [
-        Route("POST", "/v1/jobs", submit),
-        Route("GET", "/v1/jobs/{id}", status),
+        Route("POST", "/v1/jobs", submit, protocol="jobs"),
+        Route("GET", "/v1/jobs/{id}", status, protocol="jobs"),
     ]

@@ -81,8 +81,8 @@ def routes(service: Service) -> list[Route]:
         Route("GET", version, model_metadata),
         Route("GET", base + "/ready", model_ready),
         Route("GET", version + "/ready", model_ready),
-        Route("POST", base + "/infer", infer),
-        Route("POST", version + "/infer", infer),
+        Route("POST", base + "/infer", infer, protocol="oip_rest"),
+        Route("POST", version + "/infer", infer, protocol="oip_rest"),
     ]
 
 

@@ -95,7 +95,7 @@ def routes(service: Service) -> list[Route]:
         await send_json(send, 200, model_object)
 
     return [
-        Route("POST", "/v1/embeddings", embeddings, error_body),
+        Route("POST", "/v1/embeddings", embeddings, error_body, protocol="openai"),
         Route("GET", "/v1/models", models, error_body),
         Route("GET", "/v1/models/{model}", model, error_body),
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferline import __version__
-from inferline.api import tensors
+from inferline.api import chat, tensors
 from inferline.api.app import Route
 from inferline.api.http import Request, Send, send_bytes, send_json
 from inferline.api.openai import MODEL_ID
@@ -34,6 +34,7 @@ WHY = {
     429: "The model's queue is full, or the API key has too many requests in flight",
     431: "Headers over the size limit",
     500: "The engine failed; the message holds an opaque id that the server log explains",
+    502: "The upstream of a relayed model failed, or refused inferline's credentials",
     503: "Not ready (loading, or the load failed), shutting down, or (jobs) no Redis",
     504: "The deadline passed before the model ran the texts",
 }
@@ -77,7 +78,7 @@ def content(schema: Schema, description: str, media: str = "application/json") -
 
 def protocol_of(path: str) -> str:
     """Which error shape a path's errors take (OpenAI's, or ``{"error": "..."}``)."""
-    if path.startswith(("/v1/embeddings", "/v1/models")):
+    if path.startswith(("/v1/embeddings", "/v1/models", "/v1/chat/", "/v1/completions")):
         return "openai"
     return "oip" if path.startswith("/v2") else "plain"
 
@@ -131,7 +132,8 @@ def path_param(name: str, values: list[str], what: str) -> Schema:
 
 
 def document(settings: Settings) -> dict[str, Any]:
-    paths = simple_paths() | oip_paths(settings) | openai_paths() | job_paths()
+    paths = simple_paths() | oip_paths(settings) | openai_paths() | chat.openapi_paths()
+    paths |= job_paths()
     paths["/openapi.json"] = get("This document", content({"type": "object"}, "OpenAPI 3.1"))
     html = content(STR, "HTML page", "text/html")
     paths["/docs"] = get("Swagger UI for this document", html)
@@ -177,7 +179,8 @@ def simple_paths() -> Schema:
     models = array(STR)
     ready = content(obj({"status": {"const": "ready"}, "models": models}, "status models"), "Ready")
     not_ready = obj(
-        {"status": {"enum": ["starting", "failed", "draining"]}, "error": STR}, "status error"
+        {"status": {"enum": ["starting", "failed", "draining", "upstream_down"]}, "error": STR},
+        "status error",
     )
     metrics = content(STR, "Prometheus text format", "text/plain")
     return {

@@ -54,7 +54,7 @@ def routes(service: Service) -> list[Route]:
             await send_json(send, 200, {"status": "ready", "models": sorted(service.models)})
         else:
             await send_json(
-                send, 503, {"status": service.state.value, "error": service.not_ready_reason()}
+                send, 503, {"status": service.status, "error": service.not_ready_reason()}
             )
 
     async def metrics(request: Request, send: Send) -> None:
@@ -65,8 +65,8 @@ def routes(service: Service) -> list[Route]:
 
     return [
         Route("GET", "/metrics", metrics),
-        Route("POST", "/predict", predict),
-        Route("POST", "/embed", embed),
+        Route("POST", "/predict", predict, protocol="rest"),
+        Route("POST", "/embed", embed, protocol="rest"),
         Route("GET", "/health", alive),
         Route("GET", "/health/live", alive),
         Route("GET", "/health/ready", ready),

@@ -85,11 +85,19 @@ class OnnxEngine:
             max_tokens=max_tokens,
             device=self._session.get_providers()[0],
             lanes=lanes,
+            engine="onnx",
         )
 
     @property
     def info(self) -> EngineInfo:
         return self._info
+
+    @property
+    def ready(self) -> bool:
+        return True  # loaded in the constructor; the service's warm-up batch does the rest
+
+    async def start(self) -> None:
+        return None
 
     async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
         loop = asyncio.get_running_loop()

@@ -14,15 +14,19 @@ from redis.exceptions import RedisError
 from inferline.config import Settings
 from inferline.errors import InvalidInput, Overloaded, Unavailable
 from inferline.queue.keys import MODELS, QueueKeys, check_job_id, connect, keys_of
+from inferline.telemetry import tracing
 
 # Atomic: the idempotency key and the stream entry appear together or not at all, and a
 # stream over its bound refuses the job before anything is written.
-# KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON).
+# KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON), then the trace
+# context fields (name, value, ...) of the submitter, when tracing is on.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4])
+local fields = {'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4]}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
 
@@ -66,6 +70,9 @@ class Producer:
     ) -> list[tuple[str, bool]]:
         """Enqueue several jobs in one round trip; each is admitted or refused on its own."""
         ids: list[str] = []
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier)  # the worker's span continues the submitter's trace
+        trace_fields = [part for pair in carrier.items() for part in pair]
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for model, inputs, given in jobs:
@@ -75,7 +82,13 @@ class Producer:
                     ids.append(job_id)
                     await self._submit(
                         keys=[self.keys.job(job_id), self.keys.stream],
-                        args=[self.max_len, job_id, model, orjson.dumps(list(inputs))],
+                        args=[
+                            self.max_len,
+                            job_id,
+                            model,
+                            orjson.dumps(list(inputs)),
+                            *trace_fields,
+                        ],
                         client=pipe,
                     )
                 replies = await pipe.execute()
@@ -83,7 +96,9 @@ class Producer:
             raise Unavailable(f"the job queue is unreachable: {exc}") from exc
         if any(reply == -1 for reply in replies):
             raise Overloaded(
-                f"the job queue holds {self.max_len} jobs or more; retry later", retry_after=5
+                f"the job queue holds {self.max_len} jobs or more; retry later",
+                retry_after=5,
+                reason="stream_full",
             )
         return [(job_id, reply == 1) for job_id, reply in zip(ids, replies, strict=True)]
 

@@ -8,15 +8,17 @@ import contextlib
 import logging
 import os
 import signal
+from wsgiref.simple_server import WSGIServer
 
 import uvloop
+from prometheus_client import start_http_server
 
 from inferline.config import Settings
 from inferline.errors import Unavailable
 from inferline.queue.keys import connect
 from inferline.queue.worker import Worker, default_name
-from inferline.server import configure_logging
-from inferline.service import Service
+from inferline.service import Service, State
+from inferline.telemetry import logs, tracing
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,13 @@ async def work(settings: Settings) -> None:
         raise Unavailable("the worker needs INFERLINE_REDIS_URL")
     service = Service(settings)
     await service.start()
-    if not service.ready:
+    if service.state is not State.READY:  # a remote upstream that is down is waited for
         raise Unavailable(service.not_ready_reason())
     client = connect(settings, block_ms=settings.queue_block_ms)
-    worker = Worker(service, client, settings, settings.worker_name or default_name())
+    worker = Worker(
+        service, client, settings, settings.worker_name or default_name(), service.metrics
+    )
+    metrics_server = _serve_metrics(service, settings)
     loop = asyncio.get_running_loop()
     task = loop.create_task(worker.run())
 
@@ -53,11 +58,28 @@ async def work(settings: Settings) -> None:
     finally:
         await service.close(1.0)
         await client.aclose()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         log.info("worker %s stopped after %d job(s)", worker.name, worker.processed)
 
 
+def _serve_metrics(service: Service, settings: Settings) -> WSGIServer | None:
+    """The worker's ``/metrics`` for Prometheus, on a thread of its own."""
+    if not settings.worker_metrics_port:
+        return None
+    server, _ = start_http_server(
+        settings.worker_metrics_port, settings.host, registry=service.metrics.registry
+    )
+    log.info("worker metrics on port %d", settings.worker_metrics_port)
+    return server
+
+
 def run_worker(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
+    tracing.configure_from_env("inferline-worker")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(work(settings))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(work(settings))
+    finally:
+        tracing.shutdown()

@@ -24,19 +24,26 @@ from redis.exceptions import RedisError, ResponseError
 
 from inferline.config import Settings
 from inferline.errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
-from inferline.queue.keys import QueueKeys, keys_of
+from inferline.queue.keys import MODELS, QueueKeys, keys_of
 from inferline.queue.producer import DONE, FAILED, encode_outcome
+from inferline.telemetry import context, tracing
+from inferline.telemetry.context import RequestRecord
+from inferline.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.1
 PIPELINE = 2  # reads processed at once
 BACKOFF_MAX_S = 5.0
-TRANSIENT_RETRIES = 5  # a full or slow batcher: retried in place before the job is left
+TRANSIENT_RETRIES = 5
+NOT_READY_WAIT_S = 0.5  # a full or slow batcher: retried in place before the job is left
 
 
 class Runner(Protocol):
-    """What the worker needs of a Service: its ``results`` method."""
+    """What the worker needs of a Service: ``results``, and whether it can run them now."""
+
+    @property
+    def ready(self) -> bool: ...
 
     def results(
         self, name: str, texts: Sequence[str], deadline: float | None = None
@@ -53,6 +60,12 @@ class Job:
     outcome: bytes | None = None  # set once the job is finished, one way or the other
     error: str | None = None  # the last transient failure
     dead: bool = False
+    trace: dict[str, str] = field(default_factory=dict)  # the submitter's trace context
+    status: str = ""
+
+    def finish(self, status: str, payload: Any) -> None:
+        self.status = status
+        self.outcome = encode_outcome(status, self.id, self.model, payload)
 
     @classmethod
     def parse(cls, entry: str, fields: dict[str, str], deliveries: int = 1) -> Job:
@@ -63,8 +76,9 @@ class Job:
         except orjson.JSONDecodeError:
             inputs = None
         job = cls(entry, job_id, model, inputs if _texts(inputs) else [], deliveries)
+        job.trace = {k: fields[k] for k in tracing.TRACE_FIELDS if k in fields}
         if not _texts(inputs):
-            job.outcome = encode_outcome(FAILED, job_id, model, "'inputs' is not a list of texts")
+            job.finish(FAILED, "'inputs' is not a list of texts")
         return job
 
 
@@ -82,6 +96,7 @@ class Worker:
     client: redis.Redis
     settings: Settings
     name: str = field(default_factory=default_name)
+    metrics: Metrics = field(default_factory=lambda: Metrics(gpu=False))
     keys: QueueKeys = field(init=False)
     processed: int = 0
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -119,6 +134,12 @@ class Worker:
                             )
                             for task in done:
                                 task.result()  # a Redis error goes to the backoff below
+                            continue
+                        if not self.runner.ready:
+                            # A remote engine's upstream is down: leave the jobs in the
+                            # stream (other workers, or this one later) rather than burn
+                            # their deliveries on certain failures.
+                            await self._sleep(NOT_READY_WAIT_S)
                             continue
                         jobs = await self.fetch()
                         if jobs:
@@ -205,9 +226,7 @@ class Worker:
         for job in jobs:
             if job.outcome is None and job.deliveries > self.settings.queue_max_deliveries:
                 job.dead = True
-                job.outcome = encode_outcome(
-                    FAILED, job.id, job.model, f"gave up after {job.deliveries - 1} deliveries"
-                )
+                job.finish(FAILED, f"gave up after {job.deliveries - 1} deliveries")
         return jobs
 
     async def trim(self) -> None:
@@ -215,15 +234,48 @@ class Worker:
         entry and its oldest pending one. The group is read before the pending list, so an
         entry delivered in between is newer than the bound."""
         groups = await self.client.xinfo_groups(self.keys.stream)
-        last = next((g["last-delivered-id"] for g in groups if g["name"] == self.keys.group), None)
-        if last is None:
+        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        if group is None:
             return
+        last = group["last-delivered-id"]
+        stream = self.keys.stream
+        if group.get("lag") is not None:  # None when Redis cannot tell (after deletions)
+            self.metrics.stream_lag.labels(stream).set(group["lag"])
+        self.metrics.stream_pending.labels(stream).set(group["pending"])
         pending = await self.client.xpending(self.keys.stream, self.keys.group)
         bound = last if not pending["pending"] else min(last, pending["min"], key=_entry_key)
         await self.client.xtrim(self.keys.stream, minid=bound, approximate=False)
 
     async def process(self, jobs: list[Job]) -> None:
-        """Run the jobs together (the batcher batches them), keep their leases alive, write."""
+        """Run the jobs together (the batcher batches them), keep their leases alive, write.
+
+        One ``process`` span covers them (a child of the first job's submitter, linked to
+        every job's), and one record gathers their queue wait and engine time."""
+        record = RequestRecord("queue", model=jobs[0].model if jobs else "none")
+        token = context.enter(record)
+        try:
+            with tracing.consumer_span(
+                f"process {self.keys.stream}", [job.trace for job in jobs], self._attrs(jobs)
+            ) as span:
+                record.span = span
+                await self._process(jobs)
+        finally:
+            context.leave(token)
+
+    def _attrs(self, jobs: list[Job]) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "messaging.system": "redis",
+            "messaging.destination.name": self.keys.stream,
+            "messaging.consumer.group.name": self.keys.group,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.batch.message_count": len(jobs),
+        }
+        if len(jobs) == 1:
+            attributes["messaging.message.id"] = jobs[0].entry
+        return attributes
+
+    async def _process(self, jobs: list[Job]) -> None:
         lease = asyncio.create_task(self._keep_leases(jobs))
         try:
             todo = [job for job in jobs if job.outcome is None]
@@ -238,10 +290,8 @@ class Worker:
         for job in jobs:
             if job.outcome is None and job.deliveries >= self.settings.queue_max_deliveries:
                 job.dead = True
-                job.outcome = encode_outcome(
+                job.finish(
                     FAILED,
-                    job.id,
-                    job.model,
                     f"failed {job.deliveries} times; last error: {job.error}",
                 )
         await self._write([job for job in jobs if job.outcome is not None])
@@ -252,7 +302,7 @@ class Worker:
             try:
                 results = await self.runner.results(job.model, job.inputs, deadline)
             except (InvalidInput, NotFound) as exc:  # the job itself is wrong: no retry
-                job.outcome = encode_outcome(FAILED, job.id, job.model, str(exc))
+                job.finish(FAILED, str(exc))
                 return
             except (Overloaded, DeadlineExceeded) as exc:
                 job.error = str(exc)
@@ -262,7 +312,7 @@ class Worker:
                 job.error = f"{type(exc).__name__}: {exc}"
                 log.warning("job %s failed (delivery %d): %s", job.id, job.deliveries, job.error)
                 return
-            job.outcome = encode_outcome(DONE, job.id, job.model, results)
+            job.finish(DONE, results)
             return
 
     async def _keep_leases(self, jobs: list[Job]) -> None:
@@ -299,6 +349,7 @@ class Worker:
                         pipe.xack(self.keys.stream, self.keys.group, job.entry)
                     await pipe.execute()
                 self.processed += len(jobs)
+                self._count(jobs)
                 return
             except (RedisError, OSError) as exc:
                 failures += 1
@@ -307,6 +358,12 @@ class Worker:
                 delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
                 log.warning("writing results failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _count(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            outcome = "dead_lettered" if job.dead else job.status
+            model = job.model if job.model in MODELS else "unknown"  # labels stay bounded
+            self.metrics.jobs.labels(model, outcome).inc()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once on ``stop``."""

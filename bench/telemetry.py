@@ -1,0 +1,169 @@
+"""The cost of telemetry on `single` (1 text a request, 64 connections), per ../shared/BENCH.md.
+
+    python -m bench.telemetry [--rounds 3] [--duration 10] [--out docs/benchmarks.md]
+
+Two servers take turns, A B A B, one at a time:
+- off: no tracing, no access log (the Prometheus metrics cannot be turned off);
+- full: the metrics, the access log (JSON lines to a file), and tracing of every request,
+  batch and engine call through a BatchSpanProcessor into an in-process exporter that
+  counts the spans.
+The figure is the median over rounds of full/off throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from bench.common import DEFAULT_DATA, ROOT, machine, wrk
+from bench.run import write_bodies
+
+START, END = "<!-- telemetry:start -->", "<!-- telemetry:end -->"
+
+
+def serve_traced(port: int) -> None:
+    """The server of the `full` side: tracing into an exporter in this process."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from inferline.config import Settings
+    from inferline.server import serve
+    from inferline.telemetry import tracing
+
+    class Counting(SpanExporter):
+        spans = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            Counting.spans += len(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Counting()))
+    tracing.install(provider)
+    try:
+        serve(Settings(host="127.0.0.1", port=port, grpc_port=port + 1, access_log=True))
+    finally:
+        provider.shutdown()
+        print(f"exported {Counting.spans} spans", file=sys.stderr)
+
+
+def start(mode: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    if mode == "full":
+        command = [sys.executable, "-m", "bench.telemetry", "--serve-traced", str(port)]
+    else:
+        command = [
+            str(ROOT / ".venv" / "bin" / "inferline"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(port + 1),
+        ]
+    env = {**os.environ, "INFERLINE_ACCESS_LOG": "true" if mode == "full" else "false"}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the {mode} server did not start; see {log}")
+
+
+def measure(args: argparse.Namespace) -> dict[str, list[float]]:
+    port = 19000 + os.getpid() % 500
+    results: dict[str, list[float]] = {"off": [], "full": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        files, _ = write_bodies(args.data, Path(tmp))
+        for r in range(args.rounds):
+            for mode in ("off", "full"):
+                proc = start(mode, port, Path(tmp) / f"{mode}.log")
+                try:
+                    url = f"http://127.0.0.1:{port}/predict"
+                    wrk(url, files["single"], 64, 2)  # warm-up
+                    result = wrk(url, files["single"], 64, args.duration)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                results[mode].append(result.texts_per_s)
+                print(f"round {r + 1} {mode}: {result.texts_per_s:.0f} texts/s", flush=True)
+        spans = (Path(tmp) / "full.log").read_text(errors="replace")
+        print(spans.splitlines()[-1] if spans else "", flush=True)
+    return results
+
+
+def section(results: dict[str, list[float]], args: argparse.Namespace) -> str:
+    ratios = [f / o for f, o in zip(results["full"], results["off"], strict=True)]
+    ratio = statistics.median(ratios)
+    off, full = statistics.median(results["off"]), statistics.median(results["full"])
+    return "\n".join(
+        [
+            START,
+            "## Telemetry overhead",
+            "",
+            f"`python -m bench.telemetry --rounds {args.rounds} --duration {args.duration:g}` "
+            f"on {time.strftime('%Y-%m-%d')}, {machine()}. `single` (1 text "
+            "a request, 64 connections, wrk), the two servers alternating.",
+            "",
+            "| telemetry | texts/s (median) | rounds |",
+            "| --- | --- | --- |",
+            f"| off (metrics only) | {off:.0f} | {', '.join(f'{v:.0f}' for v in results['off'])} |",
+            f"| full | {full:.0f} | {', '.join(f'{v:.0f}' for v in results['full'])} |",
+            "",
+            f"Full telemetry keeps **{ratio:.3f}** of the throughput (median of the per-round "
+            f"ratios {', '.join(f'{x:.3f}' for x in ratios)}); the target is at least 0.95. "
+            "Full: metrics, one access-log line a request, and a server, batch and engine span "
+            "exported through a BatchSpanProcessor to an in-process exporter.",
+            END,
+            "",
+        ]
+    )
+
+
+def splice(document: str, block: str) -> str:
+    if START in document and END in document:
+        head, rest = document.split(START, 1)
+        return head + block.rstrip("\n") + rest.split(END, 1)[1]
+    return document.rstrip("\n") + "\n\n" + block
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--serve-traced", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_traced:
+        serve_traced(args.serve_traced)
+        return
+    block = section(measure(args), args)
+    print(block)
+    previous = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(splice(previous, block))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The models config (``INFERLINE_MODELS_CONFIG``): which engine serves each model.
+
+A TOML or YAML file with one table per model under ``models``; a model that is not in it
+runs locally on ONNX Runtime, as it does without the file::
+
+    [models.sentiment]
+    engine = "onnx"
+
+    [models.embedding]                  # forwarded to an Open Inference Protocol server
+    engine = "oip"
+    url = "http://backend:8000"         # gRPC: "backend:8001" with protocol = "grpc"
+    remote_model = "embedding"
+
+    [models."llama-3.1-8b"]             # any other name: an OpenAI chat/completions relay
+    engine = "openai"
+    url = "http://vllm:8000/v1"
+    api_key_env = "VLLM_API_KEY"
+
+docs/engines.md documents every field. The file is read once, at start; a mistake in it
+stops the server before it binds, with the field named.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+LOCAL_MODELS = ("sentiment", "embedding")  # the batched models; every other name is chat
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OnnxSpec(_Spec):
+    """In process, on ONNX Runtime: the default."""
+
+    engine: Literal["onnx"] = "onnx"
+
+
+class RemoteSpec(_Spec):
+    """What every remote engine shares: where, how long, how often, and the key."""
+
+    url: str = Field(min_length=1)
+    remote_model: str | None = None  # default: the local name
+    timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(0.05, ge=0)  # first backoff; doubles, jittered, up to the cap
+    max_backoff_s: float = Field(2.0, ge=0)
+    concurrency: int = Field(8, ge=1, le=1024)  # batches in flight upstream
+    max_connections: int = Field(64, ge=1)
+    http2: bool = False  # HTTP: one multiplexed connection (needs the h2 package)
+    health_interval_s: float = Field(5.0, gt=0)
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. Host, for KServe routing
+
+    def api_key(self) -> SecretStr | None:
+        """The key, read now: the file's first line, or else the variable's value."""
+        if self.api_key_file is not None:
+            try:
+                lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ValueError(f"cannot read api_key_file {self.api_key_file}: {exc}") from None
+            key = lines[0].strip() if lines else ""
+            if not key:
+                raise ValueError(f"api_key_file {self.api_key_file} is empty")
+            return SecretStr(key)
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if not value:
+                raise ValueError(f"api_key_env names {self.api_key_env}, which is not set")
+            return SecretStr(value)
+        return None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Specs show up in logs and errors; credentials in the URL or a header must not.
+        for name, value in super().__repr_args__():
+            if name == "url":
+                yield name, display(value)
+            elif name == "headers":
+                yield name, dict.fromkeys(value, "**********")
+            else:
+                yield name, value
+
+
+def display(url: str) -> str:
+    """``url`` without any credentials in it, for logs and errors."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    host = parts.hostname or url
+    port = f":{parts.port}" if parts.port else ""
+    scheme = f"{parts.scheme}://" if parts.scheme else ""
+    return f"{scheme}{host}{port}{parts.path}"
+
+
+class OipSpec(RemoteSpec):
+    """A remote Open Inference Protocol v2 server: Triton, KServe, MLServer, inferline."""
+
+    engine: Literal["oip"]
+    protocol: Literal["http", "grpc"] = "http"
+    remote_version: str = ""
+    input: str = "text"  # the name of the upstream model's BYTES input
+    output: str | None = None  # default: probabilities (sentiment), embedding (embedding)
+    binary_data: bool = True  # ask for binary outputs (Triton's extension); JSON otherwise
+
+
+class OpenAISpec(RemoteSpec):
+    """An OpenAI-compatible API: OpenAI, vLLM, Ollama, TGI, LiteLLM. ``url`` ends in /v1."""
+
+    engine: Literal["openai"]
+    health_path: str = "/models"
+    encoding_format: Literal["float", "base64"] = "float"
+    output_dim: int | None = Field(None, ge=1)  # embedding: the remote model's width
+
+
+Spec = Annotated[OnnxSpec | OipSpec | OpenAISpec, Field(discriminator="engine")]
+
+
+class ModelsConfig(_Spec):
+    models: dict[str, Spec] = Field(default_factory=dict)
+
+    def spec(self, name: str) -> OnnxSpec | OipSpec | OpenAISpec:
+        return self.models.get(name) or OnnxSpec()
+
+    def chat_models(self) -> dict[str, OpenAISpec]:
+        """The chat/completions relays (``load`` checked that each is an OpenAI engine)."""
+        return {
+            name: spec
+            for name, spec in self.models.items()
+            if name not in LOCAL_MODELS and isinstance(spec, OpenAISpec)
+        }
+
+
+def load(path: Path | None) -> ModelsConfig:
+    """The config at ``path`` (TOML, or YAML by its suffix); empty when ``path`` is None.
+
+    Raises ValueError naming the file and the field."""
+    if path is None:
+        return ModelsConfig()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the models config {path}: {exc}") from None
+    data: Any
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except Exception as exc:  # tomllib, yaml and UnicodeDecodeError each have their own
+        raise ValueError(f"the models config {path} does not parse: {exc}") from None
+    try:
+        config = ModelsConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ValueError(f"the models config {path} is invalid:\n{exc}") from None
+    for name, spec in config.models.items():
+        if name == "sentiment" and isinstance(spec, OpenAISpec):
+            raise ValueError(f"{path}: sentiment needs engine onnx or oip (OpenAI has no head)")
+        if name not in LOCAL_MODELS and not isinstance(spec, OpenAISpec):
+            raise ValueError(
+                f"{path}: model {name!r} is not sentiment or embedding, so it is a chat model, "
+                "and needs engine = 'openai'"
+            )
+        if isinstance(spec, RemoteSpec):
+            spec.api_key()  # a key that cannot be read stops the start, naming its source
+    return config

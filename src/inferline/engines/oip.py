@@ -1,0 +1,344 @@
+"""OipEngine: batches forwarded to a remote Open Inference Protocol v2 server (Triton,
+KServe, MLServer, another inferline), over HTTP (httpx) or gRPC (grpc.aio).
+
+A batch goes as one request: the ``text`` input, BYTES [N], and one requested output,
+FP32 [N, dim] (``probabilities`` for sentiment, ``embedding`` for embedding by default),
+whose rows come back in order, as OnnxEngine's do. Over HTTP the texts go as JSON, which
+every server takes, and the output is asked for as binary data (Triton's extension; a
+server without it answers JSON, which is read as well). Over gRPC both go raw.
+
+Inference has no side effects, so a request is safe to repeat: connection failures
+(refused, reset, closed before an answer), 503 / UNAVAILABLE and 429 / RESOURCE_EXHAUSTED
+are retried with jittered backoff within the engine's ``timeout_s``; a timeout is not
+retried, since the upstream may still be running the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferline.engines.config import OipSpec, display
+from inferline.engines.remote import (
+    BadRequest,
+    Breaker,
+    Monitor,
+    Retry,
+    counts_against,
+    default_headers,
+    quiet_httpx,
+    retry_after,
+    retrying,
+    trace_headers,
+)
+from inferline.errors import DeadlineExceeded, EngineError, Overloaded, Unavailable
+from inferline.types import EngineInfo, FloatArray, Item
+
+HEADER_LENGTH = "inference-header-content-length"
+DTYPES = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8"}
+_LENGTH = struct.Struct("<I")
+MAX_MESSAGE = 256 * 1024 * 1024
+
+
+def serialize_bytes(texts: Sequence[str]) -> bytes:
+    """A raw BYTES tensor: each element's 4-byte little-endian length, then its bytes."""
+    parts: list[bytes] = []
+    for text in texts:
+        data = text.encode("utf-8")
+        parts += (_LENGTH.pack(len(data)), data)
+    return b"".join(parts)
+
+
+class OipEngine:
+    def __init__(self, name: str, spec: OipSpec, *, output_dim: int, max_tokens: int) -> None:
+        self.name = name
+        self.spec = spec
+        self.remote = spec.remote_model or name
+        self.output = spec.output or ("probabilities" if name == "sentiment" else "embedding")
+        self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
+        self.breaker = Breaker(name, spec.url, spec.failure_threshold)
+        self._transport: _Http | _Grpc | None = None
+        self._monitor: Monitor | None = None
+        self._info = EngineInfo(
+            name=name,
+            inputs=(spec.input,),
+            output=self.output,
+            output_dim=output_dim,
+            max_tokens=max_tokens,
+            device=f"oip-{spec.protocol} {display(spec.url)}",
+            lanes=spec.concurrency,
+            engine="oip",
+            pads=False,  # the upstream batches (and pads) on its own
+        )
+
+    def __repr__(self) -> str:
+        return f"OipEngine({self.name!r}, {self._info.device!r})"
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def ready(self) -> bool:
+        return not self.breaker.open
+
+    async def start(self) -> None:
+        # Clients are made here, on the event loop (grpc.aio binds to it), not in the
+        # loading thread.
+        spec = self.spec
+        transport = (
+            _Http(spec, self._headers) if spec.protocol == "http" else _Grpc(spec, self._headers)
+        )
+        self._transport = transport
+        self._monitor = Monitor(self.breaker, transport.health, spec.health_interval_s)
+        await self._monitor.start()
+
+    async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
+        self.breaker.check()
+        if self._transport is None:
+            raise Unavailable(f"the engine of model {self.name!r} has not started")
+        attempt = functools.partial(
+            self._transport.infer, self.remote, self.output, [item.text for item in items]
+        )
+        try:
+            matrix = await retrying(attempt, self.spec, time.monotonic() + self.spec.timeout_s)
+        except Exception as exc:
+            if counts_against(exc):
+                self.breaker.failure(str(exc))
+            raise
+        self.breaker.success()
+        expected = (len(items), self._info.output_dim)
+        if matrix.shape != expected:
+            raise EngineError(
+                f"the upstream's {self.output!r} has shape {list(matrix.shape)}, "
+                f"not {list(expected)}"
+            )
+        return list(matrix)
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.close()
+        if self._transport is not None:
+            await self._transport.close()
+
+
+class _Http:
+    """OIP REST on an httpx transport (its connection pool, HTTP/2 optional), called
+    directly: the client's layers (redirects, cookies, auth flows, URL merging) cost about
+    as much as the request itself and do nothing here."""
+
+    def __init__(self, spec: OipSpec, headers: dict[str, str]) -> None:
+        import httpx
+
+        quiet_httpx()
+        self.spec = spec
+        self.transport = httpx.AsyncHTTPTransport(
+            http2=spec.http2,
+            limits=httpx.Limits(
+                max_connections=spec.max_connections,
+                max_keepalive_connections=spec.max_connections,
+            ),
+        )
+        self.base = spec.url.rstrip("/")
+        self.headers = list(headers.items())
+        self.where = display(spec.url)
+        self.version = f"/versions/{spec.remote_version}" if spec.remote_version else ""
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per path
+
+    async def _call(
+        self, method: str, path: str, content: bytes, headers: list[tuple[str, str]], left: float
+    ) -> tuple[int, Any, bytes]:
+        import httpx
+
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base + path)
+        connect = min(left, self.spec.connect_timeout_s)
+        timeout = {"connect": connect, "read": left, "write": left, "pool": left}
+        request = httpx.Request(
+            method, url, content=content, headers=headers, extensions={"timeout": timeout}
+        )
+        response = await self.transport.handle_async_request(request)
+        try:
+            return response.status_code, response.headers, await response.aread()
+        finally:
+            await response.aclose()
+
+    async def infer(self, model: str, output: str, texts: list[str], deadline: float) -> Any:
+        import httpx
+
+        body: dict[str, Any] = {
+            "inputs": [
+                {"name": self.spec.input, "datatype": "BYTES", "shape": [len(texts)], "data": texts}
+            ],
+            "outputs": [{"name": output}],
+        }
+        if self.spec.binary_data:
+            body["parameters"] = {"binary_data_output": True}
+        headers = [*self.headers, ("content-type", "application/json")]
+        headers += trace_headers().items()
+        left = max(deadline - time.monotonic(), 0.001)
+        path = f"/v2/models/{model}{self.version}/infer"
+        try:
+            status, response_headers, content = await self._call(
+                "POST", path, orjson.dumps(body), headers, left
+            )
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
+            raise Retry(Unavailable(f"upstream {self.where}: {type(exc).__name__}")) from exc
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"upstream {self.where} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise EngineError(f"upstream {self.where}: {type(exc).__name__}") from exc
+        if status == 200:
+            return _parse_rest(content, response_headers.get(HEADER_LENGTH), output)
+        where = f"upstream {self.where} answered {status}"
+        raise _http_error(status, content, response_headers.get("retry-after"), where)
+
+    async def health(self, seconds: float) -> None:
+        status, _, _ = await self._call("GET", "/v2/health/ready", b"", self.headers, seconds)
+        if status != 200:
+            raise Unavailable(f"/v2/health/ready answered {status}")
+
+    async def close(self) -> None:
+        await self.transport.aclose()
+
+
+def _http_error(status: int, content: bytes, retry: str | None, where: str) -> Exception:
+    try:
+        detail = str(orjson.loads(content).get("error", ""))[:300]
+    except (orjson.JSONDecodeError, AttributeError):
+        detail = ""
+    message = f"{where}: {detail}" if detail else where
+    wait = retry_after(retry)
+    if status == 429:
+        return Retry(Overloaded(message, retry_after=wait or 1.0, reason="upstream"), wait)
+    if status == 503:
+        return Retry(Unavailable(message), wait)
+    if status == 504:
+        return DeadlineExceeded(message)
+    if 400 <= status < 500:
+        return BadRequest(message)
+    return EngineError(message)
+
+
+def _parse_rest(content: bytes, header_length: str | None, output: str) -> Any:
+    """The ``output`` tensor of a REST answer, JSON or with binary data after the header."""
+    size = int(header_length) if header_length and header_length.isdigit() else len(content)
+    try:
+        header = orjson.loads(content[:size])
+        offset = size
+        for tensor in header["outputs"]:
+            params = tensor.get("parameters") or {}
+            length = params.get("binary_data_size")
+            if tensor["name"] == output:
+                if length is None:
+                    data = np.asarray(tensor["data"], dtype=np.float32)
+                else:
+                    dtype = np.dtype(DTYPES[tensor["datatype"]])
+                    count = int(length) // dtype.itemsize
+                    data = np.frombuffer(content, dtype, count, offset).astype(np.float32)
+                return data.reshape(tensor["shape"])
+            offset += int(length or 0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EngineError(
+            f"the upstream's answer is not a valid inference response: {exc}"
+        ) from None
+    raise EngineError(f"the upstream's answer has no output {output!r}")
+
+
+class _Grpc:
+    def __init__(self, spec: OipSpec, headers: dict[str, str]) -> None:
+        import grpc
+
+        from inferline.grpc import open_inference_grpc_pb2_grpc as services
+
+        self.spec = spec
+        self.where = display(spec.url)
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            # gRPC waits up to 120 s between reconnections by default: far too long to
+            # notice that a restarted upstream is back.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        target = spec.url
+        if target.startswith("grpcs://"):
+            credentials = grpc.ssl_channel_credentials()
+            self.channel = grpc.aio.secure_channel(target[8:], credentials, options)
+        else:
+            self.channel = grpc.aio.insecure_channel(target.removeprefix("grpc://"), options)
+        self.stub: Any = services.GRPCInferenceServiceStub(self.channel)
+        self.metadata = tuple((k.lower(), v) for k, v in headers.items())
+
+    async def infer(self, model: str, output: str, texts: list[str], deadline: float) -> Any:
+        import grpc
+
+        from inferline.grpc import open_inference_grpc_pb2 as pb
+
+        request = pb.ModelInferRequest(
+            model_name=model,
+            model_version=self.spec.remote_version,
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name=self.spec.input, datatype="BYTES", shape=[len(texts)]
+                )
+            ],
+            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=output)],
+            raw_input_contents=[serialize_bytes(texts)],
+        )
+        try:
+            response = await self.stub.ModelInfer(
+                request,
+                timeout=max(deadline - time.monotonic(), 0.001),
+                metadata=self.metadata + tuple(trace_headers().items()),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(exc, f"upstream {self.where}") from exc
+        for i, tensor in enumerate(response.outputs):
+            if tensor.name == output:
+                if response.raw_output_contents:
+                    dtype = DTYPES.get(tensor.datatype, "<f4")
+                    data = np.frombuffer(response.raw_output_contents[i], dtype)
+                else:
+                    data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+                try:
+                    return data.astype(np.float32).reshape(tuple(tensor.shape))
+                except ValueError as exc:
+                    raise EngineError(f"{output!r} from the upstream: {exc}") from None
+        raise EngineError(f"the upstream's answer has no output {output!r}")
+
+    async def health(self, seconds: float) -> None:
+        from inferline.grpc import open_inference_grpc_pb2 as pb
+
+        response = await self.stub.ServerReady(
+            pb.ServerReadyRequest(), timeout=seconds, metadata=self.metadata
+        )
+        if not response.ready:
+            raise Unavailable("ServerReady answered false")
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+
+def _grpc_error(exc: Any, where: str) -> Exception:
+    import grpc
+
+    code = exc.code()
+    message = f"{where} answered {code.name}: {exc.details()}"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Retry(Unavailable(message))
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Retry(Overloaded(message, reason="upstream"))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(message)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+        return BadRequest(message)
+    return EngineError(message)

@@ -1,0 +1,274 @@
+"""OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, TGI, LiteLLM), over httpx.
+
+:class:`OpenAIEngine` runs the ``embedding`` model's batches through ``POST /embeddings``.
+:class:`OpenAIChat` relays ``/chat/completions`` and ``/completions`` requests, streamed or
+not, and measures time to first token and output tokens per second of each stream.
+
+Retries (jittered backoff, within ``timeout_s``): connection failures, 429 (after its
+Retry-After) and 502/503/504; for the relay only before the first byte goes to the client.
+A relayed request that still fails passes the upstream's answer through (see
+``api/chat.py``). The API key goes in ``Authorization`` and nowhere else: not in logs, not
+in errors, not in ``repr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferline.engines.config import OpenAISpec, display
+from inferline.engines.remote import (
+    BadRequest,
+    Breaker,
+    Monitor,
+    Retry,
+    counts_against,
+    default_headers,
+    quiet_httpx,
+    retry_after,
+    retrying,
+    trace_headers,
+)
+from inferline.engines.sse import StreamMeter
+from inferline.errors import (
+    DeadlineExceeded,
+    EngineError,
+    Overloaded,
+    Unavailable,
+    UpstreamError,
+)
+from inferline.telemetry.metrics import Metrics
+from inferline.types import EngineInfo, FloatArray, Item
+
+RETRIED = (429, 502, 503, 504)
+
+
+class _Client:
+    """One httpx client per upstream, its breaker and its health check."""
+
+    def __init__(self, name: str, spec: OpenAISpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.remote = spec.remote_model or name
+        self.where = display(spec.url)
+        self.breaker = Breaker(name, spec.url, spec.failure_threshold)
+        self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
+        self.http: Any = None
+        self._monitor: Monitor | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.where!r})"
+
+    @property
+    def ready(self) -> bool:
+        return not self.breaker.open
+
+    async def start(self) -> None:
+        import httpx
+
+        quiet_httpx()
+        spec = self.spec
+        self.http = httpx.AsyncClient(
+            base_url=spec.url.rstrip("/"),
+            headers={**self._headers, "accept-encoding": "identity"},  # SSE: no buffering
+            http2=spec.http2,
+            limits=httpx.Limits(
+                max_connections=spec.max_connections,
+                max_keepalive_connections=spec.max_connections,
+            ),
+            timeout=httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+        )
+        self._monitor = Monitor(self.breaker, self._health, spec.health_interval_s)
+        await self._monitor.start()
+
+    async def _health(self, seconds: float) -> None:
+        response = await self.http.get(self.spec.health_path, timeout=seconds)
+        if response.status_code != 200:
+            raise Unavailable(f"{self.spec.health_path} answered {response.status_code}")
+
+    async def send(
+        self, path: str, body: dict[str, Any], deadline: float, *, stream: bool = False
+    ) -> Any:
+        """One attempt: the response, streamed and not yet read, when it is a success.
+
+        A stream's reads may each take ``timeout_s`` (the wait for the next token); any
+        other answer must come within the deadline."""
+        import httpx
+
+        if self.http is None:
+            raise Unavailable(f"the engine of model {self.name!r} has not started")
+        left = max(deadline - time.monotonic(), 0.001)
+        request = self.http.build_request(
+            "POST",
+            path,
+            content=orjson.dumps({**body, "model": self.remote}),
+            headers={"content-type": "application/json", **trace_headers()},
+            timeout=httpx.Timeout(
+                self.spec.timeout_s if stream else left,
+                connect=min(left, self.spec.connect_timeout_s),
+            ),
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
+            raise Retry(Unavailable(f"upstream {self.where}: {type(exc).__name__}")) from exc
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"upstream {self.where} did not answer in time") from exc
+        if response.status_code < 400:
+            return response
+        content = await response.aread()
+        await response.aclose()
+        status = response.status_code
+        wait = retry_after(response.headers.get("retry-after"))
+        error = UpstreamError(status, content, wait, f"upstream {self.where} answered {status}")
+        if status in RETRIED:
+            raise Retry(error, wait)
+        raise error
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.close()
+        if self.http is not None:
+            await self.http.aclose()
+
+
+class OpenAIEngine(_Client):
+    """The ``embedding`` model through an upstream's ``/embeddings``."""
+
+    def __init__(self, name: str, spec: OpenAISpec, *, output_dim: int, max_tokens: int) -> None:
+        super().__init__(name, spec)
+        self._info = EngineInfo(
+            name=name,
+            inputs=("text",),
+            output="embedding",
+            output_dim=spec.output_dim or output_dim,
+            max_tokens=max_tokens,
+            device=f"openai {self.where}",
+            lanes=spec.concurrency,
+            engine="openai",
+            pads=False,
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
+        self.breaker.check()
+        body: dict[str, Any] = {"input": [item.text for item in items]}
+        if self.spec.encoding_format == "base64":  # float is the default: some servers
+            body["encoding_format"] = "base64"  # refuse the field they do not know
+        try:
+            data = await retrying(
+                lambda deadline: self._embed(body, deadline),
+                self.spec,
+                time.monotonic() + self.spec.timeout_s,
+            )
+        except UpstreamError as exc:  # passed through on the relay; a batch maps it
+            error = _batch_error(exc)
+            if counts_against(error):
+                self.breaker.failure(str(error))
+            raise error from None
+        except Exception as exc:
+            if counts_against(exc):
+                self.breaker.failure(str(exc))
+            raise
+        self.breaker.success()
+        return self._rows(data, len(items))
+
+    async def _embed(self, body: dict[str, Any], deadline: float) -> Any:
+        response = await self.send("/embeddings", body, deadline)
+        try:
+            return orjson.loads(await response.aread())
+        except orjson.JSONDecodeError as exc:
+            raise EngineError(f"upstream {self.where}: the answer is not JSON") from exc
+        finally:
+            await response.aclose()
+
+    def _rows(self, answer: Any, count: int) -> list[FloatArray]:
+        try:
+            entries = sorted(answer["data"], key=lambda e: e["index"])
+            rows = []
+            for entry in entries:
+                vector = entry["embedding"]
+                if isinstance(vector, str):  # base64 of little-endian float32
+                    rows.append(np.frombuffer(base64.b64decode(vector), "<f4"))
+                else:
+                    rows.append(np.asarray(vector, dtype=np.float32))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineError(f"upstream {self.where}: not an embeddings answer ({exc})") from None
+        dim = self._info.output_dim
+        if len(rows) != count or any(row.shape != (dim,) for row in rows):
+            raise EngineError(
+                f"upstream {self.where} gave {len(rows)} embeddings of "
+                f"{rows[0].shape[0] if rows else 0} dimensions for {count} texts; "
+                f"expected {dim} (set output_dim)"
+            )
+        return rows
+
+
+def _batch_error(exc: UpstreamError) -> Exception:
+    if exc.status == 429:
+        return Overloaded(str(exc), retry_after=exc.retry_after or 1.0, reason="upstream")
+    if exc.status in (502, 503):
+        return Unavailable(str(exc))
+    if exc.status == 504:
+        return DeadlineExceeded(str(exc))
+    if exc.status < 500:
+        return BadRequest(str(exc))
+    return EngineError(str(exc))
+
+
+class _Reply:
+    def __init__(self, response: Any, meter: StreamMeter) -> None:
+        self.response = response
+        self.status: int = response.status_code
+        self.content_type: bytes = response.headers.get("content-type", "").encode("latin-1")
+        self.meter = meter
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self.response.aiter_bytes():
+                self.meter.feed(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise EngineError(f"the upstream stream broke off: {type(exc).__name__}") from exc
+        self.meter.finish()
+
+
+class OpenAIChat(_Client):
+    """A chat/completions relay to one upstream model; no batching."""
+
+    def __init__(self, name: str, spec: OpenAISpec, metrics: Metrics) -> None:
+        super().__init__(name, spec)
+        self.metrics = metrics
+
+    @contextlib.asynccontextmanager
+    async def open(self, path: str, body: dict[str, Any]) -> AsyncIterator[_Reply]:
+        self.breaker.check()
+        started = time.monotonic()
+        stream = body.get("stream") is True
+        try:
+            response = await retrying(
+                lambda deadline: self.send(path, body, deadline, stream=stream),
+                self.spec,
+                started + self.spec.timeout_s,
+            )
+        except Exception as exc:
+            if counts_against(exc) or (isinstance(exc, UpstreamError) and exc.status >= 500):
+                self.breaker.failure(str(exc))
+            raise
+        self.breaker.success()
+        meter = StreamMeter(self.name, started, self.metrics, stream=stream)
+        try:
+            yield _Reply(response, meter)
+        finally:
+            await response.aclose()  # unread: closes the connection, which stops upstream

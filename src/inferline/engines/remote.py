@@ -1,0 +1,186 @@
+"""What the remote engines share: retries with jittered backoff, a circuit breaker that a
+periodic health check of the upstream drives, and the headers of every upstream request.
+
+The breaker starts open and closes when the first health check passes. A failed health
+check opens it at once (the upstream said it is not ready, or could not be reached in
+time); requests that fail ``failure_threshold`` times in a row open it too. While it is
+open, readiness is 503 and batches fail at once with 503 instead of waiting on a dead
+upstream; the health check keeps running and closes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from inferline.engines.config import RemoteSpec, display
+from inferline.errors import DeadlineExceeded, EngineError, InferlineError, Unavailable
+from inferline.telemetry import tracing
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Retry(Exception):
+    """An attempt's failure that is safe to retry: the upstream did not run the request
+    (connection refused, 503) or asked for a later try (429, with ``retry_after``)."""
+
+    def __init__(self, error: InferlineError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def backoff(spec: RemoteSpec, tries: int) -> float:
+    """Exponential, with "equal jitter": half fixed, half random, so that gateways that
+    failed together do not retry together, and no retry comes at once."""
+    cap = min(spec.max_backoff_s, spec.backoff_s * 2.0 ** (tries - 1))
+    return cap / 2 + random.uniform(0, cap / 2)
+
+
+async def retrying(
+    attempt: Callable[[float], Awaitable[T]], spec: RemoteSpec, deadline: float
+) -> T:
+    """``attempt(deadline)`` until it returns or raises anything but :class:`Retry`, for at
+    most ``max_retries`` retries and never past ``deadline`` (``time.monotonic()``): a
+    Retry-After that would end past the deadline ends the retries at once."""
+    tries = 0
+    while True:
+        try:
+            return await attempt(deadline)
+        except Retry as retry:
+            tries += 1
+            delay = backoff(spec, tries)
+            if retry.retry_after is not None:
+                delay = max(delay, retry.retry_after)
+            if tries > spec.max_retries or time.monotonic() + delay >= deadline:
+                raise retry.error from retry.__cause__
+            await asyncio.sleep(delay)
+
+
+class Breaker:
+    def __init__(self, name: str, url: str, threshold: int) -> None:
+        self.name = name
+        self.where = display(url)
+        self.threshold = threshold
+        self.failures = 0
+        self.open = True  # until the first health check passes
+
+    def check(self) -> None:
+        """Fail fast while open."""
+        if self.open:
+            raise Unavailable(f"the upstream of model {self.name!r} is unavailable")
+
+    def success(self) -> None:
+        self.failures = 0
+        if self.open:
+            self.open = False
+            log.info("upstream of %s at %s is up", self.name, self.where)
+
+    def failure(self, why: str) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.trip(why)
+
+    def trip(self, why: str) -> None:
+        if not self.open:
+            self.open = True
+            log.warning("upstream of %s at %s is down: %s", self.name, self.where, why)
+
+
+class Monitor:
+    """Checks the upstream every ``interval`` seconds and tells the breaker."""
+
+    def __init__(
+        self, breaker: Breaker, check: Callable[[float], Awaitable[None]], interval: float
+    ) -> None:
+        self.breaker = breaker
+        self.check = check
+        self.interval = interval
+        self.timeout = max(1.0, min(5.0, interval))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.probe()
+        if self.breaker.open:
+            log.warning(
+                "upstream of %s at %s is not ready yet", self.breaker.name, self.breaker.where
+            )
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def probe(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.check(self.timeout)
+        except Exception as exc:  # whatever the transport raises: the upstream is not ready
+            self.breaker.trip(str(exc) or type(exc).__name__)
+        else:
+            self.breaker.success()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.probe()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def quiet_httpx() -> None:
+    """httpx logs every request at INFO: a line per batch (and per health check) would
+    cost more than the request and bury the service's own logs."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def default_headers(spec: RemoteSpec) -> dict[str, str]:
+    """The configured headers and the API key (as ``Authorization: Bearer``); the key is
+    read here, once, and appears in no log or error."""
+    headers = dict(spec.headers)
+    key = spec.api_key()
+    if key is not None:
+        headers["authorization"] = f"Bearer {key.get_secret_value()}"
+    return headers
+
+
+def trace_headers() -> dict[str, str]:
+    """traceparent and tracestate of the current span, for one upstream request."""
+    headers: dict[str, str] = {}
+    tracing.inject(headers)
+    return headers
+
+
+class BadRequest(EngineError):
+    """The upstream refused a batch (a 4xx other than 429): a mismatch between gateway and
+    upstream (a model name, a limit), not a sign that the upstream is down."""
+
+
+def counts_against(exc: BaseException) -> bool:
+    """Whether a failed call says that the upstream is down (for the breaker)."""
+    return isinstance(exc, Unavailable | DeadlineExceeded | EngineError) and not isinstance(
+        exc, BadRequest
+    )
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

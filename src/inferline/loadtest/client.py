@@ -1,0 +1,219 @@
+"""A lean HTTP/1.1 keep-alive client on asyncio streams, and the two load shapes.
+
+Closed loop: ``connections`` workers each send a request as soon as the last one answered.
+Open loop: requests go out on a fixed schedule whatever the server does; each takes an idle
+connection (opening more up to a cap) and its latency runs from its scheduled time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+ERRORS = (OSError, asyncio.IncompleteReadError, ValueError, IndexError)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str, path: str = "/predict") -> Target:
+        """``http://host[:port][/prefix]``: requests go to prefix + ``path``."""
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme != "http":
+            raise ValueError(f"only http:// URLs are supported, not {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/") + path)
+
+    def head(self) -> bytes:
+        return (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+
+
+@dataclass
+class Record:
+    """What a run saw: latencies (seconds) of 2xx responses, statuses, failures."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    sent: int = 0
+    elapsed: float = 0.0
+
+
+async def connect(target: Target) -> Connection:
+    return await asyncio.open_connection(target.host, target.port)
+
+
+async def request(conn: Connection, head: bytes, body: bytes) -> int:
+    """Send one request and read the whole response; return its status."""
+    reader, writer = conn
+    writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("the server closed the connection")
+    length, chunked = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value.strip())
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+def close(conn: Connection) -> None:
+    conn[1].close()
+
+
+async def closed_loop(
+    target: Target,
+    bodies: Sequence[bytes],
+    *,
+    connections: int,
+    duration: float,
+    record: Record,
+) -> Record:
+    head = target.head()
+    conns = [await connect(target) for _ in range(connections)]
+    started = time.perf_counter()
+    stop_at = started + duration
+
+    async def worker(index: int) -> None:
+        conn = conns[index]
+        i = index
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            record.sent += 1
+            try:
+                status = await request(conn, head, bodies[i % len(bodies)])
+            except ERRORS:
+                record.errors += 1
+                close(conn)
+                try:
+                    conn = await connect(target)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+            else:
+                record.statuses[status] += 1
+                if 200 <= status < 300:
+                    record.latencies.append(time.perf_counter() - sent)
+            i += connections
+        close(conn)
+
+    await asyncio.gather(*(worker(n) for n in range(connections)))
+    record.elapsed = time.perf_counter() - started
+    return record
+
+
+class Pool:
+    """Idle keep-alive connections; opens another while fewer than ``limit`` are out."""
+
+    def __init__(self, target: Target, limit: int) -> None:
+        self.target = target
+        self.limit = limit
+        self.idle: list[Connection] = []
+        self.opened = 0
+        self._free = asyncio.Condition()
+
+    async def take(self) -> Connection:
+        async with self._free:
+            while not self.idle and self.opened >= self.limit:
+                await self._free.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.opened += 1
+        try:
+            return await connect(self.target)
+        except OSError:
+            await self.give(None)
+            raise
+
+    async def give(self, conn: Connection | None) -> None:
+        """Return ``conn``, or None for a connection that failed and was closed."""
+        async with self._free:
+            if conn is None:
+                self.opened -= 1
+            else:
+                self.idle.append(conn)
+            self._free.notify()
+
+    def close(self) -> None:
+        for conn in self.idle:
+            close(conn)
+        self.idle.clear()
+
+
+async def open_loop(
+    target: Target,
+    bodies: Sequence[bytes],
+    *,
+    rate: float,
+    duration: float,
+    record: Record,
+    max_connections: int = 256,
+    now: Callable[[], float] = time.perf_counter,
+) -> Record:
+    """``rate`` requests/s for ``duration`` s; waits for every answer before returning."""
+    head = target.head()
+    pool = Pool(target, max_connections)
+    ready = [await pool.take() for _ in range(min(8, max_connections))]
+    for conn in ready:  # a few open before the clock starts
+        await pool.give(conn)
+    start = now() + 0.05
+
+    async def one(i: int, scheduled: float) -> None:
+        try:
+            conn = await pool.take()
+        except OSError:
+            record.errors += 1
+            return
+        try:
+            status = await request(conn, head, bodies[i % len(bodies)])
+        except ERRORS:
+            record.errors += 1
+            close(conn)
+            await pool.give(None)
+            return
+        record.statuses[status] += 1
+        if 200 <= status < 300:
+            record.latencies.append(now() - scheduled)
+        await pool.give(conn)
+
+    total = int(rate * duration)
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(i, scheduled)))
+        record.sent += 1
+    await asyncio.gather(*tasks)
+    record.elapsed = now() - start
+    pool.close()
+    return record

@@ -1,0 +1,242 @@
+"""Run workloads against an inferline URL and report them (the ``inferline bench`` command)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from inferline.loadtest.client import Record, Target, closed_loop, open_loop
+from inferline.loadtest.progress import live
+from inferline.loadtest.stats import Summary, summarize
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    texts_per_request: int
+    connections: int
+
+
+WORKLOADS = {
+    "single": Workload("single", 1, 64),
+    "multi": Workload("multi", 16, 8),
+    "latency": Workload("latency", 1, 256),  # open loop: at most this many connections
+}
+
+# Used when no --data file is given: short product reviews, positive, negative and neutral.
+SAMPLE_TEXTS = [
+    "The battery lasts all day and the screen is gorgeous.",
+    "Broke after a week. Customer service never answered.",
+    "It comes in a box.",
+    "Great value for the price, I would buy it again.",
+    "The strap feels cheap and the clasp came loose on day two.",
+    "Does what it says. Nothing more, nothing less.",
+    "Setup took five minutes and the app is easy to use, even for my parents.",
+    "Terrible sound quality; returned it.",
+    "Arrived on Tuesday in its original packaging.",
+    "I love how light it is, and the keyboard is a joy to type on.",
+    "The instructions were missing and two screws did not fit the holes at all.",
+    "Colour is slightly darker than in the photos.",
+    "Best purchase I've made this year: quiet, fast and well built.",
+    "Stopped charging after the first month and the seller refused a refund.",
+    "The cable is 1.5 m long.",
+    "Works well with my old laptop, though the fan is a little loud under load.",
+]
+
+
+def load_texts(path: Path | None) -> list[str]:
+    """Texts from a JSONL file (objects with ``text``, or strings) or a text file (a line
+    each); the built-in sample when ``path`` is None."""
+    if path is None:
+        return list(SAMPLE_TEXTS)
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            value = json.loads(line)
+            texts.append(value["text"] if isinstance(value, dict) else str(value))
+        else:
+            texts.append(line)
+    if not texts:
+        raise ValueError(f"no texts in {path}")
+    return texts
+
+
+def bodies(texts: Sequence[str], texts_per_request: int) -> list[bytes]:
+    """JSON request bodies for ``/predict``, cycling through ``texts``."""
+    if texts_per_request == 1:
+        return [json.dumps({"text": t}).encode() for t in texts]
+    n = texts_per_request
+    count = max(1, len(texts) // n)
+    return [
+        json.dumps({"texts": [texts[(i * n + k) % len(texts)] for k in range(n)]}).encode()
+        for i in range(count)
+    ]
+
+
+@dataclass
+class Outcome:
+    summary: Summary
+    latencies_ms: list[float]
+
+
+async def run_workload(
+    url: str,
+    workload: str,
+    texts: Sequence[str],
+    *,
+    duration: float,
+    connections: int | None = None,
+    rate: float | None = None,
+    progress: TextIO | None = None,
+) -> Outcome:
+    """One workload; ``latency`` needs ``rate`` (requests/s, one text each)."""
+    spec = WORKLOADS[workload]
+    target = Target.parse(url)
+    payloads = bodies(texts, spec.texts_per_request)
+    record = Record()
+    label = workload if rate is None else f"{workload} @{rate:.0f}/s"
+    shown = live(
+        label,
+        record,
+        duration=duration,
+        texts_per_request=spec.texts_per_request,
+        stream=progress,
+    )
+    async with shown:
+        if workload == "latency":
+            if rate is None or rate <= 0:
+                raise ValueError("the latency workload needs a rate above 0")
+            await open_loop(
+                target,
+                payloads,
+                rate=rate,
+                duration=duration,
+                record=record,
+                max_connections=connections or spec.connections,
+            )
+        else:
+            await closed_loop(
+                target,
+                payloads,
+                connections=connections or spec.connections,
+                duration=duration,
+                record=record,
+            )
+    summary = summarize(
+        workload,
+        record.latencies,
+        texts_per_request=spec.texts_per_request,
+        elapsed_s=record.elapsed,
+        statuses=record.statuses,
+        errors=record.errors,
+        offered_per_s=rate,
+    )
+    return Outcome(summary, [1e3 * x for x in record.latencies])
+
+
+async def run(
+    url: str,
+    workloads: Sequence[str],
+    texts: Sequence[str],
+    *,
+    duration: float,
+    connections: int | None = None,
+    rate: float | None = None,
+    progress: TextIO | None = None,
+) -> list[Outcome]:
+    """The workloads in order. ``latency`` without a rate runs at 50% of the ``single``
+    throughput measured in this call (measuring it first when ``single`` is not asked for)."""
+    outcomes: list[Outcome] = []
+    single: float | None = None
+    for name in workloads:
+        if name == "latency" and rate is None:
+            if single is None:
+                first = await run_workload(
+                    url, "single", texts, duration=duration, progress=progress
+                )
+                outcomes.append(first)
+                single = first.summary.texts_per_s
+            if single <= 0:
+                raise ValueError("no successful response on `single`: cannot pick a rate")
+            outcomes.append(
+                await run_workload(
+                    url, name, texts, duration=duration, rate=0.5 * single, progress=progress
+                )
+            )
+            continue
+        outcome = await run_workload(
+            url,
+            name,
+            texts,
+            duration=duration,
+            connections=connections,
+            rate=rate if name == "latency" else None,
+            progress=progress,
+        )
+        if name == "single":
+            single = outcome.summary.texts_per_s
+        outcomes.append(outcome)
+    return outcomes
+
+
+def table(outcomes: Sequence[Outcome]) -> str:
+    lines = [
+        f"{'workload':<10} {'offered/s':>9} {'texts/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'ok':>8} {'non-2xx':>8} {'errors':>7}"
+    ]
+    for o in outcomes:
+        s = o.summary
+        offered = f"{s.offered_per_s:.0f}" if s.offered_per_s else "max"
+        lines.append(
+            f"{s.workload:<10} {offered:>9} {s.texts_per_s:9.1f} {s.p50_ms:8.1f} "
+            f"{s.p90_ms:8.1f} {s.p99_ms:8.1f} {s.ok:8d} {s.requests - s.ok:8d} {s.errors:7d}"
+        )
+    return "\n".join(lines)
+
+
+def plot(outcomes: Sequence[Outcome], directory: Path, name: str = "inferline") -> list[Path]:
+    from inferline.loadtest import plots
+
+    bars = {name: {o.summary.workload: o.summary.texts_per_s for o in outcomes}}
+    written = [plots.throughput(directory / "throughput.png", bars)]
+    series = {
+        f"{o.summary.workload} ({o.summary.offered_per_s or 0:.0f}/s offered)"
+        if o.summary.offered_per_s
+        else f"{o.summary.workload} (closed loop)": o.latencies_ms
+        for o in outcomes
+    }
+    written.append(plots.latency_cdf(directory / "latency_cdf.png", series))
+    return written
+
+
+def main(args: Any, out: TextIO = sys.stdout) -> int:
+    """Entry point of ``inferline bench`` (``args`` from the CLI's parser)."""
+    workloads = ["single", "multi", "latency"] if args.workload == "all" else [args.workload]
+    texts = load_texts(args.data)
+    outcomes = asyncio.run(
+        run(
+            args.url,
+            workloads,
+            texts,
+            duration=args.duration,
+            connections=args.connections,
+            rate=args.rate,
+            progress=None if args.quiet else sys.stderr,
+        )
+    )
+    if args.json:
+        out.write(json.dumps([asdict(o.summary) for o in outcomes], indent=2) + "\n")
+    else:
+        out.write(table(outcomes) + "\n")
+    if args.plot_dir is not None:
+        for path in plot(outcomes, args.plot_dir):
+            print(f"wrote {path}", file=sys.stderr)
+    failed = any(o.summary.ok == 0 for o in outcomes)
+    return 1 if failed else 0

@@ -1,0 +1,228 @@
+"""OpenTelemetry tracing, configured only by the standard ``OTEL_*`` variables.
+
+Off unless an exporter is configured (``OTEL_TRACES_EXPORTER`` other than ``none``, or an
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``); ``OTEL_SDK_DISABLED=true`` forces it off. When off,
+every function here returns at once, so the hot path pays one check.
+
+Spans: one server span per request (HTTP, gRPC), one ``process`` span per read of queue
+jobs, one span per batch (parent: its oldest member; one link per member), and one engine
+span inside it. See docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+log = logging.getLogger(__name__)
+
+_tracer: Tracer | None = None
+TRACE_FIELDS = ("traceparent", "tracestate")
+_HEADER_FIELDS = {b"traceparent": "traceparent", b"tracestate": "tracestate", b"baggage": "baggage"}
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def configured_by_env(env: Mapping[str, str] = os.environ) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def configure_from_env(default_service: str = "inferline") -> bool:
+    """Install a tracer provider with the exporters ``OTEL_*`` asks for; True when on.
+
+    The SDK itself reads the rest: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_TRACES_SAMPLER[_ARG], OTEL_BSP_*, OTEL_EXPORTER_OTLP_* (endpoint, headers, ...)."""
+    if not configured_by_env():
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": default_service}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
+        exporter = _exporter(name.strip().lower())
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    install(provider)
+    log.info("tracing on", extra={"exporters": os.environ.get("OTEL_TRACES_EXPORTER", "otlp")})
+    return True
+
+
+def _exporter(name: str) -> Any:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        log.warning("OTEL_TRACES_EXPORTER %r is not supported (otlp, console, none)", name)
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
+
+
+def install(provider: TracerProvider | None) -> None:
+    """Trace with ``provider`` (tests pass one with an in-memory exporter); None turns off."""
+    global _tracer  # noqa: PLW0603 - one tracer per process, like the SDK's global provider
+    _tracer = provider.get_tracer("inferline") if provider is not None else None
+
+
+def shutdown() -> None:
+    """Flush spans still buffered (at exit)."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "shutdown"):
+        provider.shutdown()
+
+
+# -- context propagation ------------------------------------------------------------------
+
+
+def carrier_of(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The trace headers among raw (lower-case) HTTP header pairs."""
+    carrier: dict[str, str] = {}
+    for key, value in headers:
+        name = _HEADER_FIELDS.get(key)
+        if name is not None:
+            carrier[name] = value.decode("latin-1")
+    return carrier
+
+
+def inject(carrier: MutableMapping[str, str]) -> None:
+    """Add ``traceparent``/``tracestate`` of the current span (outgoing calls, stream
+    entries); does nothing when tracing is off."""
+    if _tracer is not None:
+        from opentelemetry import propagate
+
+        propagate.inject(carrier)
+
+
+def _extract(carrier: Mapping[str, str]) -> Any:
+    from opentelemetry import propagate
+
+    return propagate.extract(carrier)
+
+
+# -- spans ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server_span(
+    name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any], *, kind: str = "SERVER"
+) -> Iterator[Span | None]:
+    """The current span of one request, continuing the caller's trace; None when off."""
+    if _tracer is None:
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    with _tracer.start_as_current_span(
+        name,
+        context=_extract(carrier),
+        kind=SpanKind[kind],
+        attributes=dict(attributes),
+        record_exception=False,  # errors are statuses here, not stack traces
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def consumer_span(
+    name: str, carriers: list[Mapping[str, str]], attributes: Mapping[str, Any]
+) -> Iterator[Span | None]:
+    """A ``process`` span for messages read together: a child of the first message's
+    creation context, with a link to each message's."""
+    if _tracer is None:
+        yield None
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, SpanKind
+
+    contexts = [trace.get_current_span(_extract(c)).get_span_context() for c in carriers]
+    links = [Link(ctx) for ctx in contexts if ctx.is_valid]
+    parent = _extract(carriers[0]) if carriers else None
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=dict(attributes)
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def batch_span(
+    model: str, engine: str, members: list[Span], size: int, tokens: int
+) -> Iterator[None]:
+    """A span for one batch and, inside it, one for the engine call. The batch belongs to
+    its oldest member's trace and links every member's span."""
+    if _tracer is None:
+        yield
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import Link
+
+    seen: set[int] = set()
+    links = []
+    for span in members:
+        ctx = span.get_span_context()
+        if ctx.span_id not in seen:
+            seen.add(ctx.span_id)
+            links.append(Link(ctx))
+    parent = trace.set_span_in_context(members[0]) if members else None
+    attributes: dict[str, str | int] = {
+        "inferline.model": model,
+        "batch.size": size,
+        "batch.tokens": tokens,
+        "batch.requests": len(links),
+    }
+    with (
+        _tracer.start_as_current_span(
+            f"batch {model}", context=parent, links=links, attributes=attributes
+        ),
+        _tracer.start_as_current_span(
+            f"{engine} infer", attributes={"inferline.engine": engine, "inferline.model": model}
+        ),
+    ):
+        yield
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) in hex of the current span, for log records."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"

@@ -1,0 +1,72 @@
+"""CI smoke of the side-by-side benchmark: one short round, raw engine and inferline only.
+
+Checks the shape of what `python -m bench.compare --smoke` writes, never its timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.common import END, START, splice
+
+from tests.conftest import model_dir
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_smoke(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: `apt-get install -y wrk` (the benchmarks' generator)")
+    env = {**os.environ, "INFERLINE_MODEL_DIR": str(model_dir())}
+    out, md, img = tmp_path / "out.json", tmp_path / "benchmarks.md", tmp_path / "img"
+    md.write_text("# Benchmarks\n\nhand-written text\n\n## Overload\n\nkept\n")
+    command = [sys.executable, "-m", "bench.compare", "--smoke"]
+    command += ["--json", str(out), "--out", str(md), "--img-dir", str(img)]
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round 1 of 1" in done.stderr  # the live progress
+
+    data = json.loads(out.read_text())
+    assert data["rounds"] == 1
+    assert len(data["raw"]["rounds"]) == 2  # one per round, one at the end
+    assert set(data["systems"]) == {"inferline"}
+    (round_,) = data["systems"]["inferline"]
+    assert {"cold_start_s", "rss_mb", "pss_mb", "single", "multi"} <= set(round_)
+    assert {"latency_100", "latency_half"} <= set(round_)
+    for workload in ("single", "multi"):
+        assert {"texts_per_s", "p50_ms", "p90_ms", "p99_ms", "errors"} <= set(round_[workload])
+        assert round_[workload]["texts_per_s"] > 0
+        assert round_[workload]["errors"] == 0
+    summary = data["summary"]
+    assert summary["raw"] > 0 and summary["best_peer"] == {}
+    assert set(summary["systems"]["inferline"]["latency_100"]) >= {"p50_ms", "p90_ms", "p99_ms"}
+
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written text\n\n## Overload\n\nkept\n")
+    assert text.count("<!-- compare:start -->") == 1 and text.count("<!-- compare:end -->") == 1
+    assert "| system | workload | texts/s | ratio to raw limit | ratio to best peer |" in text
+    assert "| inferline | `single` (1 text, 64 conns) |" in text
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    for name in ("throughput.png", "latency_cdf.png"):
+        assert (img / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_splice_replaces_only_the_marked_section() -> None:
+    block = f"{START}\nnew\n{END}\n"
+    document = f"# B\n\nmine\n\n{START}\nold\n{END}\n\n## Queue\n\nkept\n"
+    assert splice(document, block) == f"# B\n\nmine\n\n{START}\nnew\n{END}\n\n## Queue\n\nkept\n"
+    assert splice("# B\n\nmine\n", block) == f"# B\n\nmine\n\n{block}"

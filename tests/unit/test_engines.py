@@ -1,0 +1,188 @@
+"""The engine layer without I/O: the models config, key handling, retries and backoff, the
+circuit breaker, and the stream meter's token counting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from inferline.engines.config import OipSpec, OnnxSpec, OpenAISpec, display, load
+from inferline.engines.oip import OipEngine
+from inferline.engines.openai import OpenAIChat
+from inferline.engines.remote import Breaker, Retry, backoff, retrying
+from inferline.engines.sse import StreamMeter
+from inferline.errors import Overloaded, Unavailable
+from inferline.telemetry.metrics import Metrics
+
+TOML = """
+[models.sentiment]
+engine = "onnx"
+
+[models.embedding]
+engine = "oip"
+url = "triton:8001"
+protocol = "grpc"
+remote_model = "minilm"
+remote_version = "2"
+
+[models."llama-3"]
+engine = "openai"
+url = "http://vllm:8000/v1"
+api_key_env = "INFERLINE_TEST_KEY"
+"""
+
+YAML = """
+models:
+  embedding:
+    engine: openai
+    url: https://api.openai.com/v1
+    remote_model: text-embedding-3-small
+    output_dim: 1536
+    api_key_file: {key}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_toml_picks_an_engine_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERLINE_TEST_KEY", "sk-test")
+    config = load(write(tmp_path, "models.toml", TOML))
+    assert isinstance(config.spec("sentiment"), OnnxSpec)
+    embedding = config.spec("embedding")
+    assert isinstance(embedding, OipSpec) and embedding.protocol == "grpc"
+    assert embedding.remote_model == "minilm" and embedding.remote_version == "2"
+    assert list(config.chat_models()) == ["llama-3"]
+    assert isinstance(load(None).spec("embedding"), OnnxSpec)  # no file: all local
+
+
+def test_yaml_and_a_key_file(tmp_path: Path) -> None:
+    key = write(tmp_path, "key", "sk-from-file\n")
+    config = load(write(tmp_path, "models.yaml", YAML.format(key=key)))
+    spec = config.spec("embedding")
+    assert isinstance(spec, OpenAISpec) and spec.output_dim == 1536
+    secret = spec.api_key()
+    assert secret is not None and secret.get_secret_value() == "sk-from-file"
+    assert "sk-from-file" not in repr(secret) + repr(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[models.embedding]\nengine = "oip"\nurll = "x"\n', "urll"),
+        ('[models.embedding]\nengine = "grpc"\n', "engine"),
+        ('[models.sentiment]\nengine = "openai"\nurl = "http://x/v1"\n', "OpenAI has no head"),
+        ('[models.chat]\nengine = "oip"\nurl = "http://x"\n', "needs engine = 'openai'"),
+        (
+            '[models.chat]\nengine = "openai"\nurl = "http://x"\napi_key_env = "NOPE_NOT_SET"\n',
+            "NOPE_NOT_SET, which is not set",
+        ),
+        ("[models.embedding\n", "does not parse"),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load(write(tmp_path, "models.toml", text))
+
+
+def test_keys_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERLINE_TEST_KEY", "sk-very-secret")
+    spec = OpenAISpec(
+        engine="openai", url="http://user:pw@up:8000/v1", api_key_env="INFERLINE_TEST_KEY"
+    )
+    chat = OpenAIChat("chat", spec, Metrics(gpu=False))
+    oip = OipEngine(
+        "embedding",
+        OipSpec(engine="oip", url="http://up:8000", api_key_env="INFERLINE_TEST_KEY"),
+        output_dim=384,
+        max_tokens=256,
+    )
+    for text in (repr(chat), repr(oip), repr(spec), str(oip.info)):
+        assert "sk-very-secret" not in text and "pw" not in text
+    assert display("http://user:pw@up:8000/v1") == "http://up:8000/v1"
+    assert display("backend:8001") == "backend:8001"
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    spec = OipSpec(engine="oip", url="x", backoff_s=0.1, max_backoff_s=1.0)
+    for tries, cap in ((1, 0.1), (2, 0.2), (3, 0.4), (10, 1.0)):
+        delays = [backoff(spec, tries) for _ in range(50)]
+        assert all(cap / 2 <= d <= cap for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_retrying_stops_at_the_limit_and_the_deadline() -> None:
+    spec = OipSpec(engine="oip", url="x", max_retries=2, backoff_s=0.001)
+    calls: list[float] = []
+
+    async def unavailable(deadline: float) -> None:
+        calls.append(deadline)
+        raise Retry(Unavailable("down"))
+
+    async def far_retry_after(deadline: float) -> None:
+        calls.append(deadline)
+        raise Retry(Overloaded("busy", retry_after=60), retry_after=60)
+
+    with pytest.raises(Unavailable):
+        asyncio.run(retrying(unavailable, spec, time.monotonic() + 5))
+    assert len(calls) == 3
+    calls.clear()
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        asyncio.run(retrying(far_retry_after, spec, time.monotonic() + 5))
+    assert len(calls) == 1 and time.monotonic() - started < 1
+
+
+def test_breaker_opens_on_failures_and_closes_on_success() -> None:
+    breaker = Breaker("embedding", "http://up", threshold=2)
+    with pytest.raises(Unavailable):
+        breaker.check()  # open until the first health check passes
+    breaker.success()
+    breaker.check()
+    breaker.failure("one")
+    breaker.check()  # one failure is not enough
+    breaker.failure("two")
+    with pytest.raises(Unavailable, match="upstream of model 'embedding'"):
+        breaker.check()
+    breaker.success()
+    breaker.check()
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_meter_counts_tokens_across_chunk_boundaries() -> None:
+    metrics = Metrics(gpu=False)
+    meter = StreamMeter("chat", time.monotonic(), metrics, stream=True)
+    events = b"".join(
+        b'data: {"choices": [{"delta": {"content": "w%d"}}]}\r\n\r\n' % i for i in range(5)
+    )
+    events += b'data: {"choices": [{"delta": {}}]}\n\ndata: [DONE]\n\n'
+    for i in range(0, len(events), 7):  # split anywhere, even inside "\r\n\r\n"
+        meter.feed(events[i : i + 7])
+    meter.finish()
+    meter.finish()  # once only
+    assert value(metrics, "inferline_tokens_total", model="chat", direction="output") == 5
+    assert value(metrics, "inferline_time_to_first_token_seconds_count", engine="openai") == 1
+    assert value(metrics, "inferline_output_tokens_per_second_count", engine="openai") == 1
+
+
+def test_meter_prefers_the_upstreams_usage() -> None:
+    metrics = Metrics(gpu=False)
+    meter = StreamMeter("chat", time.monotonic(), metrics, stream=True)
+    meter.feed(b'data: {"choices": [{"text": "a"}]}\n\n')
+    meter.feed(b'data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 12}}\n\n')
+    meter.finish()
+    assert value(metrics, "inferline_tokens_total", model="chat", direction="output") == 12
+    assert value(metrics, "inferline_tokens_total", model="chat", direction="input") == 7
+    whole = StreamMeter("chat", time.monotonic(), metrics, stream=False)
+    whole.feed(b'{"choices": [], "usage": {"completion_tokens": 3}}')
+    whole.finish()
+    assert value(metrics, "inferline_tokens_total", model="chat", direction="output") == 15

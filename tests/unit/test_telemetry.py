@@ -1,0 +1,121 @@
+"""Structured logs, refusal reasons and the metrics' process modes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inferline.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    reason_of,
+)
+from inferline.telemetry import logs
+from inferline.telemetry.context import RequestRecord
+from inferline.telemetry.gpu import GpuCollector
+
+
+def logged(emit: Callable[[], None]) -> list[dict[str, object]]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("info", stream)
+    try:
+        emit()
+    finally:
+        logs.flush()
+        root.handlers[:], root.level = handlers, level
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_records_are_json_lines_with_their_extra_fields() -> None:
+    def emit() -> None:
+        log = logging.getLogger("inferline.test")
+        log.info("loaded %d models", 2, extra={"models": ["a", "b"]})
+        log.debug("not at info")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+
+    info, error = logged(emit)
+    assert info["level"] == "info" and info["logger"] == "inferline.test"
+    assert info["message"] == "loaded 2 models" and info["models"] == ["a", "b"]
+    assert "trace_id" not in info  # no span, no ids
+    assert error["level"] == "error"
+    assert "ValueError: boom" in str(error["exception"])
+
+
+def test_the_access_line_keeps_texts_out_unless_asked() -> None:
+    record = RequestRecord("rest", model="sentiment", status="200", items=1, tokens=5)
+    record.batched(0.002, 0.004)
+    (line,) = logged(lambda: logs.access(record, 0.0071))
+    assert line["logger"] == "inferline.access"
+    assert line["queue_wait_ms"] == 2.0 and line["inference_ms"] == 4.0
+    assert line["duration_ms"] == 7.1 and line["tokens"] == 5
+    assert "texts" not in line
+    record.texts = ["my secret review"]
+    (line,) = logged(lambda: logs.access(record, 0.001))
+    assert line["texts"] == ["my secret review"]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (InvalidInput("x"), "invalid"),
+        (PayloadTooLarge("x"), "too_large"),
+        (Unauthorized("x"), "unauthorized"),
+        (NotFound("x"), "not_found"),
+        (Overloaded("x"), "queue_full"),
+        (Overloaded("x", reason="key_limit"), "key_limit"),
+        (Unavailable("x"), "unavailable"),
+        (DeadlineExceeded("x"), "deadline"),
+    ],
+)
+def test_refusal_reasons(error: Exception, reason: str) -> None:
+    assert reason_of(error) == reason  # type: ignore[arg-type]
+
+
+def test_no_gpu_means_no_gpu_collector() -> None:
+    registry = CollectorRegistry()
+    assert not GpuCollector.register_if_present(registry)
+    assert not list(registry.collect())
+
+
+SCRIPT = """
+from inferline.telemetry.context import RequestRecord
+from inferline.telemetry.metrics import Metrics
+metrics = Metrics()
+assert metrics.multiprocess
+metrics.record_request(RequestRecord("rest", model="sentiment", status="200"), 0.01)
+metrics.inflight.inc()
+print(metrics.render().decode())
+"""
+
+
+def test_multiprocess_mode_merges_every_process(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    ]
+    labels = 'model="sentiment",protocol="rest",status="200"'
+    # The second process's scrape counts both processes' requests.
+    assert f"inferline_requests_total{{{labels}}} 2.0" in outputs[1]
+    assert f"inferline_request_duration_seconds_count{{{labels}}} 2.0" in outputs[1]
