@@ -1,7 +1,7 @@
 """BentoML: a batchable API (adaptive batching, max_batch_size 32) on ``/predict``.
 
 BentoML batches only an API whose argument is a list, so this peer's ``/predict`` takes
-``{"texts": [str, ...]}`` and answers a list of results, one per text (bench/compare.py sends
+``{"texts": [str, ...]}`` and answers a list of results, one per text (bench/measure.py sends
 a one-text list on ``single``). Its adaptive batcher picks the wait itself within
 ``max_latency_ms``; the default of 60 s is kept so that nothing is refused. One worker runs
 one batch at a time: 2 ONNX Runtime threads (``PEER_THREADS``).

@@ -7,7 +7,7 @@ the one that inferline serves for model ``sentiment`` at precision ``int8`` (the
 (the softmax is part of the graph), so a peer does what inferline does: tokenise with
 truncation at the manifest's ``max_tokens``, pad to the longest text of the batch, run.
 
-Settings come from the environment that bench/compare.py sets:
+Settings come from the environment that bench/systems.py sets:
 ``PEER_PORT``, ``PEER_MODEL_DIR`` (else ``INFERLINE_MODEL_DIR``, else inferline's default)
 and ``PEER_THREADS`` (ONNX Runtime intra-op threads; each app names its default).
 """

@@ -150,13 +150,17 @@ def load(path: Path | None) -> ModelsConfig:
     except OSError as exc:
         raise ValueError(f"cannot read the models config {path}: {exc}") from None
     data: Any
-    try:
-        if path.suffix in (".yaml", ".yml"):
+    yaml_file = path.suffix in (".yaml", ".yml")
+    if yaml_file:
+        try:
             import yaml
-
-            data = yaml.safe_load(raw)
-        else:
-            data = tomllib.loads(raw.decode("utf-8"))
+        except ImportError:
+            raise ValueError(
+                f"the models config {path} is YAML: install inferline[remote] (PyYAML), "
+                "or write it in TOML"
+            ) from None
+    try:
+        data = yaml.safe_load(raw) if yaml_file else tomllib.loads(raw.decode("utf-8"))
     except Exception as exc:  # tomllib, yaml and UnicodeDecodeError each have their own
         raise ValueError(f"the models config {path} does not parse: {exc}") from None
     try:
