@@ -1,7 +1,8 @@
 """The dynamic batcher: one per model, between the protocols and the engine.
 
 Items wait in a bounded queue. A batch is cut when a lane is free and either the batch is
-full (count or padded tokens) or the oldest waiting item has waited ``max_delay``. The oldest
+full (count or padded tokens), or the oldest waiting item has waited ``max_delay``, or it
+came after a quiet spell of ``max_delay`` (then nothing is worth waiting for). The oldest
 item always goes into the next batch (no starvation); the rest are its nearest neighbours by
 length, so padding stays low. Expired and cancelled items leave the queue before the engine
 sees them. Results are set only on futures that are not done yet.
@@ -105,6 +106,7 @@ class _Entry:
     enqueued: float
     deadline: float | None
     record: RequestRecord | None  # the request it belongs to: gets its wait and engine time
+    dense: bool  # the text before it came less than max_delay earlier
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -135,6 +137,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
         self._rate = 0.0  # texts/s, smoothed; drives Retry-After
+        self._last_arrival = -math.inf
 
     # -- public -----------------------------------------------------------------------------
 
@@ -174,10 +177,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         record = context.current()
+        dense = now - self._last_arrival <= self.limits.max_delay
+        self._last_arrival = now
         futures: list[asyncio.Future[FloatArray]] = []
         for item in items:
             seq = next(self._seq)
-            entry = _Entry(seq, item, loop.create_future(), now, deadline, record)
+            entry = _Entry(seq, item, loop.create_future(), now, deadline, record, dense)
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, seq)
             entry.future.add_done_callback(functools.partial(self._on_done, seq))
@@ -302,6 +307,10 @@ class Batcher:
         if not self._pending or self._is_full() or self._closing:
             return
         oldest = next(iter(self._pending.values()))
+        if not oldest.dense:
+            # It came after a quiet spell: another text is unlikely within max_delay, so
+            # waiting would only add latency (at 100 texts/s: 2 ms of a 6 ms p50).
+            return
         remaining = oldest.enqueued + self.limits.max_delay - time.monotonic()
         if remaining <= 0:
             return

@@ -257,7 +257,7 @@ class Service:
             record.tokens += tokens
             if self.settings.log_texts:
                 record.texts = texts
-        self.metrics.input_tokens.labels(name).observe(tokens)
+        self.metrics.observe_input_tokens(name, tokens)
         if tokens > self.settings.max_request_tokens:
             raise InvalidInput(
                 f"the request has {tokens} tokens; the limit is "

@@ -149,6 +149,7 @@ class Metrics:
         if gpu and not self.multiprocess:
             GpuCollector.register_if_present(r)
         self._request_children: dict[tuple[str, str, str], tuple[Histogram, Counter]] = {}
+        self._token_children: dict[str, Histogram] = {}
         self._tracked: list[tuple[Gauge, Callable[[], float]]] = []
         self._refresher: threading.Thread | None = None
 
@@ -178,6 +179,12 @@ class Metrics:
             self._request_children[key] = children
         children[0].observe(duration)
         children[1].inc()
+
+    def observe_input_tokens(self, model: str, tokens: int) -> None:
+        child = self._token_children.get(model)
+        if child is None:
+            child = self._token_children[model] = self.input_tokens.labels(model)
+        child.observe(tokens)
 
     def batch_observer(self, model: str, engine: str) -> Callable[[BatchReport], None]:
         """A hook for one model's batcher, with its labelled children looked up once."""
