@@ -168,12 +168,16 @@ class App:
     @staticmethod
     def _close_span(record: RequestRecord, request: Request) -> None:
         span = record.span
-        span.set_attribute("http.response.status_code", request.status)
-        span.set_attribute("inferline.model", record.model)
-        span.set_attribute("inferline.items", record.items)
-        span.set_attribute("inferline.tokens", record.tokens)
-        span.set_attribute("inferline.queue_wait_seconds", record.queue_wait)
-        span.set_attribute("inferline.inference_seconds", record.inference)
+        span.set_attributes(  # one call: each set_attribute takes the span's lock
+            {
+                "http.response.status_code": request.status,
+                "inferline.model": record.model,
+                "inferline.items": record.items,
+                "inferline.tokens": record.tokens,
+                "inferline.queue_wait_seconds": record.queue_wait,
+                "inferline.inference_seconds": record.inference,
+            }
+        )
         if request.status >= 500:
             from opentelemetry.trace import Status, StatusCode
 
