@@ -154,11 +154,11 @@ def row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def splice(document: str, block: str) -> str:
+def splice(document: str, block: str, start: str = START, end: str = END) -> str:
     """Replace the text between the markers (inclusive) with ``block``, or append it."""
-    if START in document and END in document:
-        head, rest = document.split(START, 1)
-        return head + block.rstrip("\n") + rest.split(END, 1)[1]
+    if start in document and end in document:
+        head, rest = document.split(start, 1)
+        return head + block.rstrip("\n") + rest.split(end, 1)[1]
     return document.rstrip("\n") + "\n\n" + block
 
 

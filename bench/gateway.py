@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import DEFAULT_DATA, ROOT, WrkResult, machine, row, wrk
+from bench.common import DEFAULT_DATA, ROOT, WrkResult, machine, row, splice, wrk
 from bench.run import start_server, write_bodies
 
 START, END = "<!-- gateway:start -->", "<!-- gateway:end -->"
@@ -161,13 +161,6 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(document: str, block: str) -> str:
-    if START in document and END in document:
-        head, rest = document.split(START, 1)
-        return head + block.rstrip("\n") + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,7 +178,7 @@ def main() -> None:
     block = report(results, args)
     print(block)
     if args.out.exists():
-        args.out.write_text(splice(args.out.read_text(), block))
+        args.out.write_text(splice(args.out.read_text(), block, START, END))
 
 
 if __name__ == "__main__":

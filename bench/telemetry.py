@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import DEFAULT_DATA, ROOT, machine, wrk
+from bench.common import DEFAULT_DATA, ROOT, machine, splice, wrk
 from bench.run import write_bodies
 
 START, END = "<!-- telemetry:start -->", "<!-- telemetry:end -->"
@@ -141,13 +141,6 @@ def section(results: dict[str, list[float]], args: argparse.Namespace) -> str:
     )
 
 
-def splice(document: str, block: str) -> str:
-    if START in document and END in document:
-        head, rest = document.split(START, 1)
-        return head + block.rstrip("\n") + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -162,7 +155,7 @@ def main() -> None:
     block = section(measure(args), args)
     print(block)
     previous = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(splice(previous, block))
+    args.out.write_text(splice(previous, block, START, END))
 
 
 if __name__ == "__main__":
