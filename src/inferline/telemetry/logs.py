@@ -27,6 +27,7 @@ ACCESS = logging.getLogger("inferline.access")
 
 # Attributes every LogRecord has; anything else on a record came through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD.add("color_message")  # uvicorn's copy of the message with terminal colour codes
 
 
 class JsonFormatter(logging.Formatter):
