@@ -20,7 +20,9 @@ from tests.conftest import RedisServer, WorkerFactory, free_port
 
 pytestmark = pytest.mark.integration
 
-JOBS = 1500
+JOBS = 10_000
+WORKERS = 3
+KILLS = 5
 # Long enough that a batch takes a few milliseconds, so the signals land mid-run.
 FILLER = " and the battery lasts all day" * 12
 
@@ -105,16 +107,16 @@ def test_workers_killed_and_restarted_lose_nothing(
     redis_server: RedisServer, worker_factory: WorkerFactory
 ) -> None:
     env = env_for(redis_server.url)
-    workers = [worker_factory(env) for _ in range(2)]
+    workers = [worker_factory(env) for _ in range(WORKERS)]
     ids = enqueue(env)
     rng = random.Random(6)
-    for _ in range(3):
-        time.sleep(rng.uniform(0.2, 0.6))
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.5, 2.0))
         assert done_count(env, ids) < len(ids)  # the kill lands while work remains
         victim = rng.randrange(len(workers))
         workers[victim].stop(signal.SIGKILL)
         workers[victim] = worker_factory(env)
-    wait_all(env, ids)
+    wait_all(env, ids, limit=150)
     check_exactly_once(env, ids)
 
 

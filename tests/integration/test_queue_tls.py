@@ -1,0 +1,103 @@
+"""The job queue over TLS with a password: ``rediss://`` to a redis-server that serves TLS
+only, with a CA made here. Server (``/v1/jobs``) and worker both go through it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RedisServer, ServerFactory, WorkerFactory, free_port
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret-pass"
+
+
+def make_certificates(directory: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1, with the openssl command line."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed (Debian: apt-get install -y openssl)")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+
+    run(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt",
+    )  # fmt: skip
+    run(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "server.key", "-out", "server.csr",
+    )  # fmt: skip
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Path]]:
+    directory = tmp_path_factory.mktemp("redis-tls")
+    make_certificates(directory)
+    port = free_port()
+    server = RedisServer(
+        port,
+        directory,
+        (
+            "--port", "0",  # no plain-text port at all
+            "--tls-port", str(port),
+            "--tls-cert-file", str(directory / "server.crt"),
+            "--tls-key-file", str(directory / "server.key"),
+            "--tls-ca-cert-file", str(directory / "ca.crt"),
+            "--tls-auth-clients", "no",
+            "--requirepass", PASSWORD,
+            "--save", "",
+            "--appendonly", "no",
+        ),
+    )  # fmt: skip
+    server.start()
+    yield server, directory / "ca.crt"
+    server.stop()
+
+
+def test_jobs_go_through_tls_with_a_password(
+    tls_redis: tuple[RedisServer, Path],
+    server_factory: ServerFactory,
+    worker_factory: WorkerFactory,
+) -> None:
+    redis, ca = tls_redis
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{redis.port}/0?ssl_ca_certs={ca}"
+    queue = {"INFERLINE_REDIS_URL": url, "INFERLINE_QUEUE_PREFIX": f"tls{free_port()}"}
+    server = server_factory(queue)
+    worker_factory(queue)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        reply = client.post("/v1/jobs", json={"model": "sentiment", "inputs": ["works great"]})
+        assert reply.status_code == 202
+        job = reply.json()["id"]
+        deadline = time.monotonic() + 30
+        while (outcome := client.get(f"/v1/jobs/{job}").json())["status"] == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert outcome["status"] == "done"
+    assert outcome["results"][0]["label"] == "Positive"
+    assert PASSWORD not in server.output()  # the URL's password is never logged
+
+
+def test_plain_text_to_a_tls_port_is_a_clear_503(
+    tls_redis: tuple[RedisServer, Path], server_factory: ServerFactory
+) -> None:
+    redis, _ = tls_redis
+    url = f"redis://:{PASSWORD}@127.0.0.1:{redis.port}/0"
+    server = server_factory({"INFERLINE_REDIS_URL": url, "INFERLINE_QUEUE_PREFIX": "plain"})
+    reply = httpx.post(server.url + "/v1/jobs", json={"model": "sentiment", "inputs": ["x"]})
+    assert reply.status_code == 503
+    assert "unreachable" in reply.json()["error"]
+    assert PASSWORD not in reply.text
