@@ -42,7 +42,12 @@ def free_port() -> int:
 
 
 def start_workers(count: int, url: str, logs: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "INFERLINE_REDIS_URL": url, "INFERLINE_QUEUE_PREFIX": PREFIX}
+    env = {
+        **os.environ,
+        "INFERLINE_REDIS_URL": url,
+        "INFERLINE_QUEUE_PREFIX": PREFIX,
+        "INFERLINE_WORKER_METRICS_PORT": "0",  # several workers on one host
+    }
     procs = []
     for i in range(count):
         log = logs / f"worker-{count}-{i}.log"

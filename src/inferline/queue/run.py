@@ -29,14 +29,19 @@ async def work(settings: Settings) -> None:
     if not settings.redis_url:
         raise Unavailable("the worker needs INFERLINE_REDIS_URL")
     service = Service(settings)
-    await service.start()
-    if service.state is not State.READY:  # a remote upstream that is down is waited for
-        raise Unavailable(service.not_ready_reason())
+    metrics_server = _serve_metrics(service, settings)  # a busy port fails before the load
+    try:
+        await service.start()
+        if service.state is not State.READY:  # a remote upstream that is down is waited for
+            raise Unavailable(service.not_ready_reason())
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        raise
     client = connect(settings, block_ms=settings.queue_block_ms)
     worker = Worker(
         service, client, settings, settings.worker_name or default_name(), service.metrics
     )
-    metrics_server = _serve_metrics(service, settings)
     loop = asyncio.get_running_loop()
     task = loop.create_task(worker.run())
 
@@ -67,9 +72,15 @@ def _serve_metrics(service: Service, settings: Settings) -> WSGIServer | None:
     """The worker's ``/metrics`` for Prometheus, on a thread of its own."""
     if not settings.worker_metrics_port:
         return None
-    server, _ = start_http_server(
-        settings.worker_metrics_port, settings.host, registry=service.metrics.registry
-    )
+    try:
+        server, _ = start_http_server(
+            settings.worker_metrics_port, settings.host, registry=service.metrics.registry
+        )
+    except OSError as exc:
+        raise Unavailable(
+            f"the worker's metrics port {settings.worker_metrics_port} cannot be used ({exc}); "
+            "set INFERLINE_WORKER_METRICS_PORT to a free port, or to 0 to turn it off"
+        ) from None
     log.info("worker metrics on port %d", settings.worker_metrics_port)
     return server
 
