@@ -123,23 +123,28 @@ def counters(url: str) -> tuple[float, float]:
     return tokens, padding
 
 
-def start_server(port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
+def start_server(
+    port: int,
+    env: dict[str, str],
+    command: list[str] | None = None,
+    log: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], float]:
+    """``inferline serve`` (or ``command``) on ``port``; returns once it is ready."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "inferline"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(port + 1),
-        ],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = command or [
+        str(ROOT / ".venv" / "bin" / "inferline"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(port + 1),
+    ]
+    with log.open("ab") if log else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=out, stderr=out, cwd=ROOT
+        )
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:

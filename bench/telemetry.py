@@ -22,10 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
 from bench.common import DEFAULT_DATA, ROOT, machine, splice, wrk
-from bench.run import write_bodies
+from bench.run import start_server, write_bodies
 
 START, END = "<!-- telemetry:start -->", "<!-- telemetry:end -->"
 
@@ -61,34 +59,10 @@ def serve_traced(port: int) -> None:
 
 
 def start(mode: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    if mode == "full":
-        command = [sys.executable, "-m", "bench.telemetry", "--serve-traced", str(port)]
-    else:
-        command = [
-            str(ROOT / ".venv" / "bin" / "inferline"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(port + 1),
-        ]
-    env = {**os.environ, "INFERLINE_ACCESS_LOG": "true" if mode == "full" else "false"}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the {mode} server did not start; see {log}")
+    traced = [sys.executable, "-m", "bench.telemetry", "--serve-traced", str(port)]
+    env = {"INFERLINE_ACCESS_LOG": "true" if mode == "full" else "false"}
+    proc, _ = start_server(port, env, traced if mode == "full" else None, log)
+    return proc
 
 
 def measure(args: argparse.Namespace) -> dict[str, list[float]]:

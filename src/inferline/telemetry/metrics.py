@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -165,8 +166,8 @@ class Metrics:
             self._refresher.start()
 
     def _refresh(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(1.0):
+        while True:  # a daemon thread: it ends with the process
+            time.sleep(1.0)
             for gauge, read in list(self._tracked):
                 gauge.set(read())
 

@@ -157,6 +157,17 @@ def _extract(carrier: Mapping[str, str]) -> Any:
 
 
 @contextlib.contextmanager
+def _current(span: Span) -> Iterator[None]:
+    """Make ``span`` current until the block ends, then end it."""
+    token = _otel.context.attach(_otel.trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        _otel.context.detach(token)
+        span.end()
+
+
+@contextlib.contextmanager
 def server_span(
     name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any], *, kind: str = "SERVER"
 ) -> Iterator[Span | None]:
@@ -167,12 +178,8 @@ def server_span(
     span = _tracer.start_span(
         name, context=_extract(carrier), kind=_otel.SpanKind[kind], attributes=attributes
     )
-    token = _otel.context.attach(_otel.trace.set_span_in_context(span))
-    try:
+    with _current(span):
         yield span
-    finally:
-        _otel.context.detach(token)
-        span.end()
 
 
 @contextlib.contextmanager
@@ -191,12 +198,8 @@ def consumer_span(
     span = _tracer.start_span(
         name, context=parent, kind=_otel.SpanKind.CONSUMER, links=links, attributes=attributes
     )
-    token = _otel.context.attach(trace.set_span_in_context(span))
-    try:
+    with _current(span):
         yield span
-    finally:
-        _otel.context.detach(token)
-        span.end()
 
 
 @contextlib.contextmanager
