@@ -140,13 +140,14 @@ class App:
                 name = f"{scope['method']} {route.path}"
                 attributes = {"http.request.method": scope["method"], "http.route": route.path}
                 carrier = tracing.carrier_of(scope["headers"])
-                with tracing.server_span(name, carrier, attributes) as span:
-                    record.span = span
-                    try:
-                        await self._serve(route, request, send)
-                    finally:
-                        self._finish(record, request)  # in the span: the log line has its ids
-                        self._close_span(record, request)
+                traced = tracing.open_server(name, carrier, attributes)
+                record.span = traced.span
+                try:
+                    await self._serve(route, request, send)
+                finally:
+                    self._finish(record, request)  # in the span: the log line has its ids
+                    self._close_span(record, request)
+                    traced.close()
             else:
                 try:
                     await self._serve(route, request, send)
