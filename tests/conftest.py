@@ -15,8 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from inferline.config import Settings
+from inferline.telemetry import tracing
 
 
 def free_port() -> int:
@@ -264,3 +268,14 @@ def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
     for worker in workers:
         if worker.proc.poll() is None:
             worker.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory, for one test."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.install(provider)
+    yield memory
+    tracing.install(None)
