@@ -6,7 +6,8 @@ every function here returns at once, so the hot path pays one check.
 
 Spans: one server span per request (HTTP, gRPC), one ``process`` span per read of queue
 jobs, one span per batch (parent: its oldest member; one link per member), and one engine
-span inside it. See docs/observability.md.
+span inside it, all started by ``spans.Recorder`` from the provider's own sampler, ids and
+processors (a fraction of the SDK span's cost). See docs/observability.md.
 """
 
 from __future__ import annotations
