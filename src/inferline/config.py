@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     (XAUTOCLAIM); a worker keeps its own slow jobs' leases alive meanwhile."""
     queue_read_count: int = Field(64, ge=1, le=10_000)
     """Most jobs a worker reads at once (and runs together through the batcher)."""
+    queue_prefetch: int = Field(512, ge=1, le=100_000)
+    """Most jobs a worker holds at once (read and not yet written), in reads of
+    ``queue_read_count``. A deeper hand gives the batcher more texts to group by length, so
+    less padding; a shallower one spreads a small backlog over more workers."""
     queue_block_ms: int = Field(1000, ge=1, le=60_000)
     """How long one XREADGROUP blocks waiting for jobs; bounds how soon a worker sees SIGTERM
     while idle."""

@@ -178,3 +178,44 @@ def test_a_stalled_workers_jobs_are_reclaimed(redis_server: RedisServer) -> None
 def test_without_redis_the_queue_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="INFERLINE_REDIS_URL"):
         Producer.from_settings(Settings(redis_url=None))
+
+
+class GatedService(Service):
+    """The real service, holding every job until the gate opens."""
+
+    gate: asyncio.Event
+
+    async def results(
+        self, name: str, texts: Sequence[str], deadline: float | None = None
+    ) -> list[dict[str, Any]]:
+        await self.gate.wait()
+        return await super().results(name, texts, deadline)
+
+
+def test_a_worker_holds_at_most_its_prefetch(redis_server: RedisServer) -> None:
+    settings = settings_for(redis_server, queue_read_count=4, queue_prefetch=12)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(settings)
+        gate = cast(GatedService, worker.runner).gate = asyncio.Event()
+        ids = [(await producer.submit("sentiment", [f"text {i}"]))[0] for i in range(20)]
+        await worker.ensure_group()
+        running = asyncio.create_task(worker.run())
+        for _ in range(200):
+            if (await client.xpending(keys.stream, keys.group))["pending"] >= 12:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # time for more reads, if the bound did not hold
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 12
+        gate.set()
+        for _ in range(1000):
+            outcomes = await producer.statuses(ids)
+            if all(o is not None and o["status"] == "done" for o in outcomes):
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+        assert all(o is not None and o["status"] == "done" for o in await producer.statuses(ids))
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings, body, GatedService)

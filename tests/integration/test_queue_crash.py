@@ -34,6 +34,11 @@ def env_for(url: str, **extra: str) -> dict[str, str]:
         "INFERLINE_QUEUE_BLOCK_MS": "200",
         "INFERLINE_QUEUE_RECLAIM_IDLE_S": "1",
         "INFERLINE_QUEUE_READ_COUNT": "16",
+        # Two reads in hand. Each SIGKILL counts as a delivery of every job its worker held,
+        # and a job held through QUEUE_MAX_DELIVERIES (3) kills is dead-lettered, as
+        # docs/queue.md says: with the default 512 in hand, one run in four of this test
+        # dead-lettered 16 of the 10,000. Here no job may fail, and none be lost or doubled.
+        "INFERLINE_QUEUE_PREFETCH": "32",
         "INFERLINE_SHUTDOWN_GRACE_S": "5",
         **extra,
     }

@@ -33,7 +33,6 @@ from inferline.telemetry.metrics import Metrics
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.1
-PIPELINE = 2  # reads processed at once
 BACKOFF_MAX_S = 5.0
 TRANSIENT_RETRIES = 5
 NOT_READY_WAIT_S = 0.5  # a full or slow batcher: retried in place before the job is left
@@ -114,21 +113,26 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def _read_count(self) -> int:
+        return min(self.settings.queue_read_count, self.settings.queue_prefetch)
+
     async def run(self) -> None:
         """Read and run jobs until ``stop``; survive Redis going away, with backoff.
 
-        Up to PIPELINE reads are processed at once: while one read's last batch runs and
-        its results are written, the next read already feeds the batcher, so the model
-        lanes do not wait on Redis round trips (drain rate 0.64 -> see docs/benchmarks.md).
+        Several reads are processed at once, up to ``queue_prefetch`` jobs: while one read's
+        last batch runs and its results are written, the others keep the lanes fed, and the
+        batcher has enough texts to group by length (docs/queue.md, "Prefetch").
         """
         failures = 0
         in_flight: set[asyncio.Task[None]] = set()
+        reads = max(1, self.settings.queue_prefetch // self._read_count)
         try:
             while not self.stopping:
                 try:
                     await self.ensure_group()
                     while not self.stopping:
-                        if len(in_flight) >= PIPELINE:
+                        if len(in_flight) >= reads:
                             done, in_flight = await asyncio.wait(
                                 in_flight, return_when=asyncio.FIRST_COMPLETED
                             )
@@ -181,7 +185,7 @@ class Worker:
                 self.keys.group,
                 self.name,
                 {self.keys.stream: ">"},
-                count=self.settings.queue_read_count,
+                count=self._read_count,
                 block=self.settings.queue_block_ms,
             )
             streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply)
@@ -207,7 +211,7 @@ class Worker:
             self.name,
             idle_ms,
             self._cursor,
-            count=self.settings.queue_read_count,
+            count=self._read_count,
         )
         if deleted:  # entries trimmed while pending cannot happen here; ack them if they do
             await self.client.xack(self.keys.stream, self.keys.group, *deleted)
