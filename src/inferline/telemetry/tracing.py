@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span
 
     from inferline.telemetry.spans import Recorder
 
 log = logging.getLogger(__name__)
 
-_tracer: Tracer | None = None
-_rec: Recorder  # set by install(): starts the spans
+_rec: Recorder | None = None  # set by install(): starts the spans; None while tracing is off
 
 
 class _Otel(NamedTuple):
@@ -44,7 +43,7 @@ _HEADER_FIELDS = {b"traceparent": "traceparent", b"tracestate": "tracestate", b"
 
 
 def enabled() -> bool:
-    return _tracer is not None
+    return _rec is not None
 
 
 def configured_by_env(env: Mapping[str, str] = os.environ) -> bool:
@@ -108,9 +107,9 @@ def _exporter(name: str) -> Any:
 
 def install(provider: TracerProvider | None) -> None:
     """Trace with ``provider`` (tests pass one with an in-memory exporter); None turns off."""
-    global _tracer, _otel, _rec  # noqa: PLW0603 - one tracer per process, like the SDK's provider
+    global _otel, _rec  # noqa: PLW0603 - one tracer per process, like the SDK's provider
     if provider is None:
-        _tracer = None
+        _rec = None
         return
     from opentelemetry import context, propagate, trace
     from opentelemetry.trace import Link, SpanKind
@@ -120,7 +119,6 @@ def install(provider: TracerProvider | None) -> None:
     from inferline.telemetry.spans import Recorder
 
     _rec = Recorder.of(provider, "inferline")
-    _tracer = provider.get_tracer("inferline")
 
 
 def shutdown() -> None:
@@ -148,7 +146,7 @@ def carrier_of(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 def inject(carrier: MutableMapping[str, str]) -> None:
     """Add ``traceparent``/``tracestate`` of the current span (outgoing calls, stream
     entries); does nothing when tracing is off."""
-    if _tracer is not None:
+    if _rec is not None:
         _otel.propagate.inject(carrier)
 
 
@@ -170,12 +168,16 @@ class Scope(NamedTuple):
         self.span.end()
 
 
+def _made_current(span: Span) -> Scope:
+    return Scope(span, _otel.context.attach(_otel.trace.set_span_in_context(span)))
+
+
 def open_server(
     name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any], kind: str = "SERVER"
 ) -> Scope:
     """The current span of one request, continuing the caller's trace (tracing is on)."""
-    span = _rec.start(name, _extract(carrier), _otel.SpanKind[kind], attributes)
-    return Scope(span, _otel.context.attach(_otel.trace.set_span_in_context(span)))
+    assert _rec is not None
+    return _made_current(_rec.start(name, _extract(carrier), _otel.SpanKind[kind], attributes))
 
 
 @contextlib.contextmanager
@@ -183,7 +185,7 @@ def server_span(
     name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any], *, kind: str = "SERVER"
 ) -> Iterator[Span | None]:
     """``open_server`` as a block; yields None when tracing is off."""
-    if _tracer is None:
+    if _rec is None:
         yield None
         return
     scope = open_server(name, carrier, attributes, kind)
@@ -199,17 +201,16 @@ def consumer_span(
 ) -> Iterator[Span | None]:
     """A ``process`` span for messages read together: a child of the first message's
     creation context, with a link to each message's."""
-    if _tracer is None:
+    if _rec is None:
         yield None
         return
     trace = _otel.trace
     contexts = [trace.get_current_span(_extract(c)).get_span_context() for c in carriers]
     links = [_otel.Link(ctx) for ctx in contexts if ctx.is_valid]
     parent = _extract(carriers[0]) if carriers else None
-    span = _rec.start(name, parent, _otel.SpanKind.CONSUMER, attributes, links)
-    scope = Scope(span, _otel.context.attach(trace.set_span_in_context(span)))
+    scope = _made_current(_rec.start(name, parent, _otel.SpanKind.CONSUMER, attributes, links))
     try:
-        yield span
+        yield scope.span
     finally:
         scope.close()
 
@@ -221,7 +222,7 @@ def batch_span(
     """A span for one batch and, inside it, one for the engine call (current while the
     engine runs, so that a remote engine passes it upstream). The batch belongs to its
     oldest member's trace and links every member's span."""
-    if _tracer is None:
+    if _rec is None:
         yield
         return
     trace = _otel.trace
@@ -259,7 +260,7 @@ def batch_span(
 
 def current_context() -> Any:
     """The current span's context when tracing is on and a span is current, else None."""
-    if _tracer is None:
+    if _rec is None:
         return None
     ctx = _otel.trace.get_current_span().get_span_context()
     return ctx if ctx.is_valid else None
