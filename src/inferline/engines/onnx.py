@@ -26,8 +26,21 @@ def providers_for(device: str) -> list[str]:
             raise EngineError(
                 "device=cuda, but this onnxruntime has no CUDA provider: install onnxruntime-gpu"
             )
+        _preload_cuda(ort)
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def _preload_cuda(ort: Any) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda], or torch's), so
+    that the CUDA provider finds them without LD_LIBRARY_PATH. Libraries already on the
+    loader's path win; a failure here surfaces as the session's own load error."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # advisory: the session reports the real error
+            log.warning("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def pad_batch(items: Sequence[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
