@@ -19,6 +19,7 @@ LUA = ROOT / "bench" / "wrk" / "bodies.lua"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sentiment" / "amazon_reviews.jsonl"
 # bench.compare owns the text between these markers in docs/benchmarks.md.
 START, END = "<!-- compare:start -->", "<!-- compare:end -->"
+_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.S)
 
 
 @dataclass
@@ -162,8 +163,12 @@ def splice(document: str, block: str, start: str = START, end: str = END) -> str
     return document.rstrip("\n") + "\n\n" + block
 
 
-def marked(document: str) -> str:
-    """The marked section of ``document`` (markers included, ending in a newline), or ""."""
-    if START in document and END in document:
-        return START + document.split(START, 1)[1].split(END, 1)[0] + END + "\n"
-    return ""
+def keep_marked(document: str, previous: str) -> str:
+    """``document`` with every marked section of ``previous`` (``<!-- NAME:start -->`` to
+    ``<!-- NAME:end -->``, written by bench.compare, bench.telemetry, bench.gpu_report)
+    spliced in, so that a runner that rewrites the file keeps the others' sections."""
+    for match in _SECTION.finditer(previous):
+        name = match.group(1)
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        document = splice(document, match.group(0), start, end)
+    return document

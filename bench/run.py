@@ -31,13 +31,12 @@ from bench.common import (
     DEFAULT_DATA,
     ROOT,
     WrkResult,
+    keep_marked,
     machine,
-    marked,
     raw_limit,
     row,
     rss_mb,
     run_child,
-    splice,
     wrk,
 )
 from bench.loadgen import run_open_loop
@@ -376,10 +375,10 @@ def main() -> None:
             print(f"{name}: {tps:.0f} texts/s, {statistics.median(run.ratios[name]):.2f} of raw")
         return
     text = report(run, args)
-    # Keep the side-by-side section that bench.compare writes into the same file.
-    kept = marked(args.out.read_text()) if args.out.exists() else ""
+    # Keep the sections that bench.compare, bench.telemetry and bench.gpu_report write here.
+    previous = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(splice(text, kept) if kept else text)
+    args.out.write_text(keep_marked(text, previous))
     print(text)
 
 
