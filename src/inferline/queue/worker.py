@@ -334,9 +334,9 @@ class Worker:
                 log.warning("could not renew leases: %s", exc)
 
     async def _write(self, jobs: list[Job]) -> None:
-        """Per job, in one MULTI: the result (SET NX: the first one wins), the TTL of the
-        idempotency key, a dead-letter entry if it gave up, and the XACK. Retried with
-        backoff while Redis is away; the results are in memory."""
+        """In one MULTI: per job, the result (SET NX: the first one wins), the TTL of the
+        idempotency key and a dead-letter entry if it gave up; then one XACK of them all.
+        Retried with backoff while Redis is away; the results are in memory."""
         if not jobs:
             return
         ttl = self.settings.queue_result_ttl_s
@@ -350,7 +350,7 @@ class Worker:
                         pipe.expire(self.keys.job(job.id), ttl)
                         if job.dead:
                             pipe.xadd(self.keys.dead, _dead_fields(job))
-                        pipe.xack(self.keys.stream, self.keys.group, job.entry)
+                    pipe.xack(self.keys.stream, self.keys.group, *(job.entry for job in jobs))
                     await pipe.execute()
                 self.processed += len(jobs)
                 self._count(jobs)
