@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import uvloop
 
+from bench.common import run_child
 from bench.loadgen import open_loop
-from bench.run import DEFAULT_DATA, ROOT, start_server, write_bodies, wrk
+from bench.run import DEFAULT_DATA, start_server, write_bodies, wrk
 
 # More connections than the queue holds, so that excess load reaches the server and is
 # refused there, as it would be with many real clients, instead of waiting in the client.
@@ -56,6 +57,12 @@ def offered(port: int, bodies: list[bytes], rate: float, duration: float) -> dic
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds that process ``pid`` has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child(args: argparse.Namespace) -> None:
     bodies = [line.encode() for line in Path(args.bodies).read_text().splitlines()]
     print(json.dumps(offered(args.port, bodies, args.rate, args.duration)))
@@ -85,7 +92,8 @@ def main() -> None:
             )
             rows = []
             for factor in (1, 2, 5):
-                out = subprocess.run(
+                server_before = _cpu_s(proc.pid)
+                out, client_cpu = run_child(
                     [
                         sys.executable,
                         "-m",
@@ -99,13 +107,12 @@ def main() -> None:
                         str(args.duration),
                         "--bodies",
                         str(files["single"]),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=ROOT,
-                ).stdout
-                rows.append((factor, json.loads(out)))
+                    ]
+                )
+                row = json.loads(out)
+                row["client_cores"] = client_cpu / args.duration
+                row["server_cores"] = (_cpu_s(proc.pid) - server_before) / args.duration
+                rows.append((factor, row))
                 print(f"{factor}x: {rows[-1][1]}", file=sys.stderr, flush=True)
         finally:
             proc.terminate()
@@ -114,14 +121,15 @@ def main() -> None:
     print(f"\n## Overload (capacity {capacity:.0f} texts/s on `single`)\n")
     print(
         "| offered | sent/s | goodput texts/s | goodput vs 1x | 200 p99 ms | 429s | 429 p99 ms "
-        "| 504s | errors |"
+        "| 504s | errors | client CPU (cores) | server CPU (cores) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for factor, r in rows:
         print(
             f"| {factor}x ({r['target']:.0f}/s) | {r['sent_per_s']:.0f} | {r['goodput']:.0f} | "
             f"{r['goodput'] / base:.2f} | {r['ok_p99_ms']:.0f} | {r['refused']:.0f} | "
-            f"{r['refused_p99_ms']:.1f} | {r['expired']:.0f} | {r['errors']:.0f} |"
+            f"{r['refused_p99_ms']:.1f} | {r['expired']:.0f} | {r['errors']:.0f} | "
+            f"{r['client_cores']:.2f} | {r['server_cores']:.2f} |"
         )
 
 
