@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from inferline.service import WARMUP_TEXTS
+from inferline.telemetry import gpu
 from tests.conftest import RedisServer, Server, ServerFactory, WorkerFactory, free_port
 
 pytestmark = pytest.mark.integration
@@ -132,8 +133,9 @@ def test_gauges(traffic: Samples) -> None:
         assert value(traffic, "inferline_queue_depth", model=model) == 0
     assert value(traffic, "inferline_inflight_requests") == 0
     assert value(traffic, "inferline_model_load_seconds") > 0
-    # No GPU here: the GPU series are absent, not zero.
-    assert not {n for n in names(traffic) if n.startswith("inferline_gpu_")}
+    # Without a GPU the GPU series are absent, not zero; with one, they are there.
+    found = {n for n in names(traffic) if n.startswith("inferline_gpu_")}
+    assert found == (set(gpu.GPU_METRICS) if gpu.present() else set())
 
 
 def test_queue_metrics_of_producer_and_worker(

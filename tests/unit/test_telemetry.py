@@ -24,7 +24,7 @@ from inferline.errors import (
     Unavailable,
     reason_of,
 )
-from inferline.telemetry import logs
+from inferline.telemetry import gpu, logs
 from inferline.telemetry.context import RequestRecord
 from inferline.telemetry.gpu import GpuCollector
 
@@ -90,10 +90,19 @@ def test_refusal_reasons(error: Exception, reason: str) -> None:
     assert reason_of(error) == reason  # type: ignore[arg-type]
 
 
-def test_no_gpu_means_no_gpu_collector() -> None:
+def test_gpu_collector_only_with_a_gpu() -> None:
+    """No GPU (CI): no collector and no series, not zeros. On a GPU machine with NVML: the
+    three gauges for every device, with the memory figures filled in."""
     registry = CollectorRegistry()
-    assert not GpuCollector.register_if_present(registry)
-    assert not list(registry.collect())
+    present = GpuCollector.register_if_present(registry)
+    assert present == gpu.present()
+    families = {f.name: f for f in registry.collect()}
+    if not present:
+        assert not families
+        return
+    assert set(families) == set(gpu.GPU_METRICS)
+    total = families["inferline_gpu_memory_total_bytes"].samples
+    assert total and all(sample.value > 0 for sample in total)
 
 
 SCRIPT = """

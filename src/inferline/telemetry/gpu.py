@@ -34,6 +34,11 @@ def _nvml() -> Any | None:
     return pynvml
 
 
+def present() -> bool:
+    """Whether NVML sees a GPU (and the gauges will be served)."""
+    return _nvml() is not None
+
+
 class GpuCollector(Collector):
     """Reads NVML at scrape time, so the figures are current and cost nothing between
     scrapes. Registered only when NVML finds a GPU: no GPU means no series at all."""
