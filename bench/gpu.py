@@ -51,15 +51,17 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def nvidia_smi(query: str) -> str:
+    out = subprocess.run(
+        ["nvidia-smi", query, "--format=csv,noheader"], check=False, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
 def environment() -> dict[str, Any]:
     import onnxruntime as ort
 
-    smi = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-        check=False,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    smi = nvidia_smi("--query-gpu=name,memory.total,driver_version")
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "")
     return {
@@ -72,7 +74,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def session(path: Path, device: str, lanes: int = 1) -> Any:
+def session(path: Path, device: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -189,12 +191,7 @@ def serve(model_dir: Path, data: Path, duration: float, extra: dict[str, str]) -
         log(f"latency @ {rate:.0f}/s: {latency}")
         metrics = httpx.get(url + "/metrics").text
         gauges = [line for line in metrics.splitlines() if line.startswith("inferline_gpu_")]
-        apps = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"],
-            check=False,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        apps = nvidia_smi("--query-compute-apps=pid,used_memory")
         return {
             "cold_start_s": cold,
             "predict": answer.json(),
