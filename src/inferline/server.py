@@ -14,6 +14,7 @@ import uvicorn
 import uvloop
 
 from inferline.api.factory import create_app
+from inferline.api.wire import GatheringProtocol
 from inferline.config import Settings
 from inferline.engines import registry
 from inferline.grpc import server as grpc_server
@@ -45,7 +46,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http="httptools",
+        http=GatheringProtocol,  # httptools, one socket write per response
         access_log=False,  # ours (inferline.access) carries the model, tokens and timings
         log_config=None,  # keep the JSON logging set up above
         log_level=settings.log_level,
