@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     """Batches that may run at once per model (parallel ONNX Runtime calls)."""
     intra_op_threads: int = Field(1, ge=0, le=256)
     """Threads inside one ONNX Runtime call (0 lets ONNX Runtime choose)."""
+    lane_nice: int = Field(19, ge=0, le=19)
+    """Niceness of the inference threads (Linux). The event loop keeps niceness 0, so that
+    reading requests, refusing them and writing results never wait behind a batch; the
+    lanes still get every cycle the loop leaves. 0 puts them on a par with it."""
 
     max_batch_size: int = Field(16, ge=1, le=4096)
     """Most texts in one model call."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import httpx
 from inferline.api.factory import create_app
 from inferline.config import Settings
 from inferline.service import Service, State
-from tests.conftest import ServerFactory, model_dir
+from tests.conftest import Server, ServerFactory, model_dir
 
 
 def test_ready_only_after_load_and_warm_up() -> None:
@@ -77,3 +78,16 @@ def test_sigterm_and_sigint_exit_cleanly(server_factory: ServerFactory) -> None:
         assert httpx.post(server.url + "/predict", json={"text": "ok"}).status_code == 200
         assert server.stop(sig) == 0
         assert "Traceback" not in server.output()
+
+
+def test_lanes_run_below_the_event_loop(client: httpx.Client, server: Server) -> None:
+    """Niceness per thread from /proc: the loop (the main thread) keeps the niceness it was
+    started with, the lanes get 19."""
+    assert client.post("/predict", json={"texts": ["one", "two", "three"]}).status_code == 200
+    pid = server.proc.pid
+    nice = {
+        int(task.name): int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+    assert nice[pid] == os.getpriority(os.PRIO_PROCESS, 0)
+    assert list(nice.values()).count(19) >= 2  # at least the two lanes of the sentiment model

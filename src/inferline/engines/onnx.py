@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +56,20 @@ def pad_batch(items: Sequence[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray
     return ids, mask
 
 
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness to ``nice`` (never lower it: that needs
+    privileges). Linux keeps a niceness per thread; elsewhere this would renice the whole
+    process, so it does nothing there."""
+    if sys.platform != "linux" or nice <= 0:
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:  # advisory: a lane at the loop's priority still works
+        log.warning("could not set the niceness of an inference thread: %s", exc)
+
+
 class OnnxEngine:
     """One ONNX Runtime session, called from ``lanes`` threads at once.
 
@@ -72,6 +88,7 @@ class OnnxEngine:
         device: str = "cpu",
         lanes: int = 2,
         intra_op_threads: int = 1,
+        nice: int = 0,
     ) -> None:
         import onnxruntime as ort
 
@@ -89,7 +106,9 @@ class OnnxEngine:
         except Exception as exc:
             raise EngineError(f"could not load {path.name}: {exc}") from exc
         self._output = output
-        self._pool = ThreadPoolExecutor(lanes, thread_name_prefix=f"onnx-{name}")
+        self._pool = ThreadPoolExecutor(
+            lanes, thread_name_prefix=f"onnx-{name}", initializer=lower_priority, initargs=(nice,)
+        )
         self._info = EngineInfo(
             name=name,
             inputs=("input_ids", "attention_mask"),

@@ -48,6 +48,7 @@ def create_engine(
         device=s.device,
         lanes=s.lanes,
         intra_op_threads=s.intra_op_threads,
+        nice=s.lane_nice,
     )
 
 
