@@ -89,6 +89,12 @@ def close(conn: Connection) -> None:
     conn[1].close()
 
 
+def stale(conn: Connection) -> bool:
+    """Whether the server has closed the connection (its FIN has arrived)."""
+    reader, writer = conn
+    return reader.at_eof() or writer.is_closing()
+
+
 async def closed_loop(
     target: Target,
     bodies: Sequence[bytes],
@@ -140,15 +146,21 @@ class Pool:
         self.opened = 0
         self._free = asyncio.Condition()
 
-    async def take(self) -> Connection:
+    async def take(self) -> tuple[Connection, bool]:
+        """An idle connection that the server has not closed, or a new one; and whether it
+        was reused."""
         async with self._free:
             while not self.idle and self.opened >= self.limit:
                 await self._free.wait()
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                conn = self.idle.pop()
+                if not stale(conn):
+                    return conn, True
+                close(conn)  # the server's keep-alive timeout closed it while idle
+                self.opened -= 1
             self.opened += 1
         try:
-            return await connect(self.target)
+            return await connect(self.target), False
         except OSError:
             await self.give(None)
             raise
@@ -181,24 +193,31 @@ async def open_loop(
     """``rate`` requests/s for ``duration`` s; waits for every answer before returning."""
     head = target.head()
     pool = Pool(target, max_connections)
-    ready = [await pool.take() for _ in range(min(8, max_connections))]
+    ready = [(await pool.take())[0] for _ in range(min(8, max_connections))]
     for conn in ready:  # a few open before the clock starts
         await pool.give(conn)
     start = now() + 0.05
 
     async def one(i: int, scheduled: float) -> None:
-        try:
-            conn = await pool.take()
-        except OSError:
-            record.errors += 1
-            return
-        try:
-            status = await request(conn, head, bodies[i % len(bodies)])
-        except ERRORS:
-            record.errors += 1
-            close(conn)
-            await pool.give(None)
-            return
+        body = bodies[i % len(bodies)]
+        for attempt in range(2):
+            try:
+                conn, reused = await pool.take()
+            except OSError:
+                record.errors += 1
+                return
+            try:
+                status = await request(conn, head, body)
+                break
+            except ERRORS as exc:
+                close(conn)
+                await pool.give(None)
+                # A kept-alive connection that the server closed as the request went out: it
+                # never reached the server, so send it once more on a fresh connection, as
+                # HTTP clients do. Anything else is the server's failure.
+                if not (reused and attempt == 0 and isinstance(exc, ConnectionError)):
+                    record.errors += 1
+                    return
         record.statuses[status] += 1
         if 200 <= status < 300:
             record.latencies.append(now() - scheduled)
