@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     lane_nice: int = Field(19, ge=0, le=19)
     """Niceness of the inference threads (Linux). The event loop keeps niceness 0, so that
     reading requests, refusing them and writing results never wait behind a batch; the
-    lanes still get every cycle the loop leaves. 0 puts them on a par with it."""
+    lanes still get every cycle the loop leaves. 0 puts them on a par with it. With more than
+    one intra-op thread, ONNX Runtime's own pool threads keep the loop's niceness."""
 
     max_batch_size: int = Field(16, ge=1, le=4096)
     """Most texts in one model call."""
