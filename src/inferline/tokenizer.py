@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +24,14 @@ class TextEncoder:
     """
 
     def __init__(self, path: Path, max_tokens: int) -> None:
-        self._tok = _load(path)
+        spec = path.read_text(encoding="utf-8")
+        self._tok = _load(spec)
         # BERT's normaliser decomposes every character (NFD, for accents) even in plain
         # ASCII, about 40% of the tokenising time. ASCII texts take a copy that only
         # lowercases, which gives the same ids (tests/unit/test_tokenizer.py proves it).
         self._ascii: Tokenizer | None = None
-        if _is_bert_lowercase(path):
-            self._ascii = _load(path)
+        if _is_bert_lowercase(self._tok):
+            self._ascii = _load(spec)
             self._ascii.normalizer = normalizers.Lowercase()
         self.max_tokens = max_tokens
         sep = self._tok.token_to_id("[SEP]")
@@ -73,8 +73,8 @@ class TextEncoder:
         return items
 
 
-def _load(path: Path) -> Tokenizer:
-    tok = Tokenizer.from_file(str(path))
+def _load(spec: str) -> Tokenizer:
+    tok = Tokenizer.from_str(spec)
     # tokenizer.json ships with padding and truncation at 128; the batcher pads, and we
     # truncate ourselves so that the response can say which texts were cut.
     tok.no_padding()
@@ -82,11 +82,11 @@ def _load(path: Path) -> Tokenizer:
     return tok
 
 
-def _is_bert_lowercase(path: Path) -> bool:
+def _is_bert_lowercase(tok: Tokenizer) -> bool:
     """A lowercasing BertNormalizer: on ASCII text without the characters above it only
     lowercases (accent stripping and CJK spacing touch no ASCII character)."""
-    spec = json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {}
-    return spec.get("type") == "BertNormalizer" and spec.get("lowercase") is True
+    norm = tok.normalizer
+    return isinstance(norm, normalizers.BertNormalizer) and bool(norm.lowercase)
 
 
 def _plain_ascii(text: str) -> bool:
