@@ -46,7 +46,8 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=GatheringProtocol,  # httptools, one socket write per response
+        http=GatheringProtocol,  # httptools, one socket write per response, JSON errors
+        ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
         access_log=False,  # ours (inferline.access) carries the model, tokens and timings
         log_config=None,  # keep the JSON logging set up above
         log_level=settings.log_level,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, ServerFactory
 from tests.integration.leaks import assert_no_leak
 
 LIMIT = 65536  # the test server's INFERLINE_MAX_BODY_BYTES
@@ -278,6 +279,10 @@ def exchange(server: Server, data: bytes, *, stop: str = "read") -> Reply:
             if not chunk:
                 break
             raw += chunk
+    return parse_reply(raw)
+
+
+def parse_reply(raw: bytes) -> Reply:
     if not raw:
         return Reply(None, {}, b"")
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -343,10 +348,106 @@ MALFORMED = {
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_http_is_400(server: Server, name: str) -> None:
-    """Refused by the HTTP parser before the app: uvicorn's own plain-text 400."""
+    """Refused by the HTTP parser before the app, with a JSON body all the same."""
     reply = exchange(server, MALFORMED[name])
     assert reply.status == 400, reply
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["connection"] == "close"
+    assert json.loads(reply.body)["error"].startswith("malformed HTTP request")
     assert_no_leak(reply.body.decode("latin-1"))
+
+
+UPGRADE = b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n"
+UPGRADE += b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+def test_a_websocket_upgrade_is_served_as_plain_http(server: Server) -> None:
+    """There are no WebSocket routes: the request is answered as HTTP (it once got a 500)."""
+    get = exchange(server, b"GET /predict HTTP/1.1\r\nhost: t\r\n" + UPGRADE + b"\r\n")
+    assert get.status == 405 and "error" in json.loads(get.body), get
+    post = exchange(server, request(PREDICT, b'{"text": "fine"}', UPGRADE.rstrip()))
+    assert post.status == 200 and json.loads(post.body)["label"] == "Positive", post
+
+
+H2C = [b"upgrade: h2c", b"connection: Upgrade, HTTP2-Settings", b"http2-settings: AAMAAABk"]
+NEGATIVE = b'{"text": "Terrible, it broke in a day."}'
+
+
+def conversation(server: Server, *sends: bytes, replies: int = 1) -> list[Reply]:
+    """Sends each piece apart (separate TCP segments) on one connection; reads ``replies``."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in sends:
+            sock.sendall(piece)
+            time.sleep(0.02)
+        raw, found = b"", list[Reply]()
+        while len(found) < replies:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+            while complete(raw):
+                head, _, rest = raw.partition(b"\r\n\r\n")
+                size = int(dict(parse_reply(head + b"\r\n\r\n").headers)["content-length"])
+                found.append(parse_reply(head + b"\r\n\r\n" + rest[:size]))
+                raw = rest[size:]
+    return found
+
+
+def label(reply: Reply) -> str:
+    assert reply.status == 200, reply
+    return str(json.loads(reply.body)["label"])
+
+
+def test_an_h2c_upgrade_offer_is_served_as_http1_with_its_body(server: Server) -> None:
+    """`curl --http2`, Java's HttpClient and RestClient, Ktor: they offer h2c on a POST with
+    a body. The offer is declined and the body is served (httptools alone drops it)."""
+    head = request(PREDICT, b"", *H2C, length=len(NEGATIVE))
+    assert label(exchange(server, head + NEGATIVE)) == "Negative"
+    (split,) = conversation(server, head, NEGATIVE[:9], NEGATIVE[9:])
+    assert label(split) == "Negative"
+    chunked = request(PREDICT, b"", *H2C, b"transfer-encoding: chunked").replace(
+        b"content-length: 0\r\n", b""
+    )
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(NEGATIVE), NEGATIVE)
+    (whole,) = conversation(server, chunked + body)
+    assert label(whole) == "Negative"
+    (bytewise,) = conversation(server, chunked, *(bytes([b]) for b in body[:12]), body[12:])
+    assert label(bytewise) == "Negative"
+
+
+def test_after_a_declined_upgrade_the_connection_serves_the_next_request(
+    server: Server,
+) -> None:
+    first = request(PREDICT, NEGATIVE, *H2C)
+    second = request(PREDICT, b'{"text": "Works great, love it."}')
+    later = conversation(server, first, second, replies=2)  # keep-alive
+    pipelined = conversation(server, first + second, replies=2)
+    for replies in (later, pipelined):
+        assert [label(r) for r in replies] == ["Negative", "Positive"]
+
+
+def test_a_declined_upgrade_with_broken_chunks_is_a_json_400(server: Server) -> None:
+    head = request(PREDICT, b"", *H2C, b"transfer-encoding: chunked")
+    reply = exchange(server, head.replace(b"content-length: 0\r\n", b"") + b"zz\r\nab\r\n")
+    assert reply.status == 400 and "malformed" in json.loads(reply.body)["error"], reply
+
+
+def test_past_the_connection_cap_is_a_json_503(server_factory: ServerFactory) -> None:
+    capped = server_factory({"INFERLINE_MAX_CONNECTIONS": "2"})
+    host, port = capped.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        reply = exchange(capped, b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert reply.status == 503, reply
+    assert reply.headers["retry-after"] == "1" and reply.headers["connection"] == "close"
+    assert "connections" in json.loads(reply.body)["error"]
+    with httpx.Client(base_url=capped.url, timeout=10) as c:  # the cap is not a lasting state
+        assert c.get("/health/ready").status_code == 200
 
 
 def test_percent_encoded_garbage_in_the_path_is_404(client: httpx.Client) -> None:

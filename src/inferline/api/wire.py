@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with one socket write per response.
+"""uvicorn's httptools protocol, with one socket write per response and JSON bodies on the
+errors that uvicorn answers before the app sees a request.
 
 uvicorn writes a response's status line and headers, then its body, as two
 ``transport.write`` calls, and uvloop sends each at once: two syscalls and two TCP segments
@@ -10,9 +11,14 @@ one event-loop step are gathered here and sent as one, when the step ends.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inferline.api.framing import BodyDecoder, FramingError
+from inferline.api.http import Receive, Scope, Send, send_json
 
 
 class _Gathered:
@@ -49,9 +55,98 @@ class _Gathered:
         return getattr(self._transport, name)
 
 
+MALFORMED = json.dumps(
+    {"error": "malformed HTTP request: the request line, a header or the body's framing"}
+).encode()
+
+
+async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    message = "the server is serving as many connections as it allows; retry shortly"
+    headers = [(b"retry-after", b"1"), (b"connection", b"close")]
+    await send_json(send, 503, {"error": message}, headers)
+
+
 class GatheringProtocol(HttpToolsProtocol):
-    """Pass as uvicorn's ``http`` protocol class."""
+    """Pass as uvicorn's ``http`` protocol class.
+
+    It takes over uvicorn's connection cap (``limit_concurrency``) so that the 503 past it
+    has a JSON body, as malformed requests' 400s do here; uvicorn's own are plain text. And
+    it serves a request that offers an Upgrade as the plain HTTP/1.1 request it also is,
+    body included (api/framing.py says why that needs doing).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cap, self.limit_concurrency = self.limit_concurrency, None
+        self.declined: BodyDecoder | None = None  # the body after a declined Upgrade
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self.declined is not None:
+            self._declined_body(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self._should_upgrade():  # a WebSocket server; ours runs with ws="none"
+                self.handle_websocket_upgrade()
+                return
+            # The request has started, its body marked complete and empty; its task has
+            # not run yet, so the body can still be handed to it.
+            try:
+                self.declined = BodyDecoder.for_headers(self.headers)
+            except FramingError:
+                self.send_400_response("")
+                return
+            self.cycle.more_body = True
+            self.cycle.message_event.clear()
+            self._declined_body(data[exc.args[0] :])
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("")
+
+    def _declined_body(self, data: bytes) -> None:
+        assert self.declined is not None
+        try:
+            pieces, done, rest = self.declined.feed(data)
+        except FramingError:
+            self.send_400_response("")
+            return
+        for piece in pieces:
+            self.on_body(piece)
+        if not done:
+            return
+        self.declined = None
+        self.parser = httptools.HttpRequestParser(self)  # the old one stays in upgrade mode
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
+        self.on_message_complete()
+        if rest:
+            self.data_received(rest)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         gathered: Any = _Gathered(transport, self.loop)
         super().connection_made(gathered)
+
+    def on_headers_complete(self) -> None:
+        cap = self.cap
+        if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+            super().on_headers_complete()
+            return
+        self.logger.warning("refused a request: %d connections are open", len(self.connections))
+        app, self.app = self.app, _over_capacity
+        try:
+            super().on_headers_complete()  # starts the request with the app it finds
+        finally:
+            self.app = app
+
+    def send_400_response(self, msg: str) -> None:
+        body = MALFORMED
+        head = [
+            b"HTTP/1.1 400 Bad Request",
+            *(name + b": " + value for name, value in self.server_state.default_headers),
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
