@@ -124,6 +124,24 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert r.status_code == 404 and "error" in r.json()
     r = client.get("/predict")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = client.head("/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = client.post("/health")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    "path", ["/health", "/health/ready", "/v2/health/live", "/v2", "/v1/models", "/metrics"]
+)
+def test_head_is_get_without_the_body(client: httpx.Client, path: str) -> None:
+    """Load balancers and uptime checks probe with HEAD (RFC 9110: a server that has GET
+    has HEAD)."""
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # its counters move between the two requests
+        assert head.headers["content-length"] == str(len(got.content))
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0", "nan", "inf"])

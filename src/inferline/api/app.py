@@ -122,11 +122,13 @@ class App:
             return
         methods, params = found
         route = methods.get(scope["method"])
+        if route is None and scope["method"] == "HEAD":  # RFC 9110 §9.3.2: GET, no body
+            route = methods.get("GET")  # uvicorn sends no body for HEAD, keeps the length
         if route is None:
-            allow = ", ".join(sorted(methods)).encode()
+            allow = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
             body = next(iter(methods.values())).errors  # the path's protocol sets the shape
             message = f"method {scope['method']} not allowed"
-            await send_json(send, 405, body(405, message, None), [(b"allow", allow)])
+            await send_json(send, 405, body(405, message, None), [(b"allow", allow.encode())])
             return
         request = Request(scope, receive, self.settings.max_body_bytes, params)
         if route.protocol is None:  # probes, metrics, docs: served bare
