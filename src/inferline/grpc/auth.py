@@ -10,7 +10,8 @@ import grpc
 from inferline.auth import ApiKeys
 from inferline.errors import Overloaded, Unauthorized
 
-OPEN_METHODS = ("/ServerLive", "/ServerReady", "/ModelReady")  # the health RPCs
+OPEN_METHODS = ("/ServerLive", "/ServerReady", "/ModelReady")  # OIP's health RPCs
+HEALTH_SERVICE = "/grpc.health.v1.Health/"  # open when /health is
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -28,11 +29,16 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if method.endswith(OPEN_METHODS) and self.keys.is_open("/v2/health"):
             return handler
+        health = method.startswith(HEALTH_SERVICE)
+        if health and self.keys.is_open("/health"):
+            return handler
         metadata = {k.lower(): v for k, v in (details.invocation_metadata or ())}
         try:
             key = self.keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
         except Unauthorized as exc:
             return _abort(handler, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if health:  # a Watch stream would hold a per-key slot for as long as it runs
+            return handler
         return _limited(handler, self.keys, key)
 
 
@@ -40,7 +46,8 @@ def _abort(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     async def deny(request: Any, context: Any) -> Any:
         await context.abort(code, message)
 
-    return grpc.unary_unary_rpc_method_handler(
+    kind = grpc.unary_stream_rpc_method_handler if handler.unary_stream else None
+    return (kind or grpc.unary_unary_rpc_method_handler)(
         deny,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

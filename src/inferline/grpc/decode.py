@@ -26,10 +26,14 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        # Unary requests only; a server-streaming behaviour here is a coroutine that writes
+        # to the context (Health.Watch), so the same wrapper serves it.
+        inner = handler.unary_unary or handler.unary_stream
+        if inner is None:
             return handler
         parse = handler.request_deserializer
-        inner = handler.unary_unary
 
         def deserialize(data: bytes) -> Any:
             try:
@@ -44,7 +48,10 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 )
             return await inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
+        kind = grpc.unary_unary_rpc_method_handler
+        if handler.unary_unary is None:
+            kind = grpc.unary_stream_rpc_method_handler
+        return kind(
             call,
             request_deserializer=deserialize,
             response_serializer=handler.response_serializer,

@@ -1,15 +1,18 @@
-"""The grpc.aio server that carries GRPCInferenceService, bound beside the HTTP server."""
+"""The grpc.aio server that carries GRPCInferenceService and grpc.health.v1.Health, bound
+beside the HTTP server."""
 
 from __future__ import annotations
 
 import logging
 
 import grpc
+from grpc_health.v1.health_pb2_grpc import add_HealthServicer_to_server
 
 from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.grpc.auth import ApiKeyInterceptor
 from inferline.grpc.decode import DecodeInterceptor
+from inferline.grpc.health import HealthServicer
 from inferline.grpc.open_inference_grpc_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from inferline.grpc.servicer import InferenceServicer
 from inferline.service import Service
@@ -31,6 +34,7 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
         ],
     )
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    add_HealthServicer_to_server(HealthServicer(service), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:
