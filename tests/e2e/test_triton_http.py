@@ -88,6 +88,24 @@ def test_sentiment(oip: triton.InferenceServerClient, client: httpx.Client, bina
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_compressed_requests(
+    oip: triton.InferenceServerClient, binary: bool, compression: str
+) -> None:
+    """tritonclient's request_compression_algorithm; the answer, asked for compressed too,
+    may come back plain, which the client reads as it is."""
+    plain = oip.infer("embedding", [text_input(REVIEWS, binary)]).as_numpy("embedding")
+    result = oip.infer(
+        "embedding",
+        [text_input(REVIEWS, binary)],
+        outputs=[triton.InferRequestedOutput("embedding", binary_data=binary)],
+        request_compression_algorithm=compression,
+        response_compression_algorithm=compression,
+    )
+    np.testing.assert_allclose(result.as_numpy("embedding"), plain, atol=1e-6)
+
+
 def test_all_outputs_by_default(oip: triton.InferenceServerClient) -> None:
     result = oip.infer("sentiment", [text_input(REVIEWS[:1])])
     assert [o["name"] for o in result.get_response()["outputs"]] == SENTIMENT_OUTPUTS

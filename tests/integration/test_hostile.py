@@ -8,6 +8,7 @@ Raw sockets send what httpx would not: malformed HTTP, truncated bodies, header 
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import socket
@@ -25,6 +26,7 @@ LIMIT = 65536  # the test server's INFERLINE_MAX_BODY_BYTES
 MB = 1_000_000
 JSON = {"content-type": "application/json"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
+GZIP = {"content-type": "application/json", "content-encoding": "gzip"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -118,6 +120,12 @@ CASES: dict[str, Case] = {
         {"content-type": "application/json; charset=utf-16"},
     ),
     "form-openai": Case(OPENAI, b"input=hi&model=x", 400, "not valid JSON", FORM),
+    # compressed bodies: the limit holds on the inflated size
+    "gzip-bomb": Case(PREDICT, gzip.compress(b" " * (20 * MB)), 413, "inflates to over", GZIP),
+    "gzip-bomb-oip": Case(INFER, gzip.compress(b"[" * MB), 413, "inflates to over", GZIP),
+    "gzip-not-gzip": Case(OPENAI, b'{"input": "hi"}', 400, "not valid gzip data", GZIP),
+    "gzip-cut": Case(EMBED, gzip.compress(b'{"texts": ["a"]}')[:-6], 400, "not valid gzip", GZIP),
+    "brotli": Case(PREDICT, b"\x1b\x00", 415, "not supported", {"content-encoding": "br"}),
     # duplicated keys: parsers disagree on which one wins, so none does
     "dup-top": Case(PREDICT, b'{"text": "good", "text": "bad"}', 400, "'text' appears more"),
     "dup-embed": Case(EMBED, b'{"texts": ["a"], "texts": ["b"]}', 400, "more than once"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from inferline.api.coding import inflate
 from inferline.errors import InvalidInput, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
@@ -20,6 +21,7 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_TYPE = (b"content-type", b"application/json")
 WATCH_AFTER = 0.05  # seconds
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+INFLATE_INLINE_BYTES = 65536  # larger compressed bodies inflate off the event loop
 
 
 @dataclass(slots=True)
@@ -60,7 +62,13 @@ class Request:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 self._watch_disconnect()
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                coding = self.header(b"content-encoding")
+                if coding is None:
+                    return body
+                if len(body) <= INFLATE_INLINE_BYTES:
+                    return inflate(body, coding, self.max_body)
+                return await asyncio.to_thread(inflate, body, coding, self.max_body)
 
     def _watch_disconnect(self) -> None:
         """Once the body is read, a client that goes away cancels the handler, and with it

@@ -141,7 +141,9 @@ def _texts(value: Any, service: Service) -> list[str]:
         raise RequestError("'input' is required: a string or a list of strings", "input")
     elif isinstance(value, list) and any(isinstance(v, int | list) for v in value):
         raise RequestError(
-            "token arrays are not supported as 'input'; send a string or a list of strings",
+            "token arrays are not supported as 'input' (they are another tokenizer's ids); "
+            "send a string or a list of strings (LangChain's OpenAIEmbeddings does with "
+            "check_embedding_ctx_length=False)",
             "input",
         )
     try:

@@ -33,7 +33,8 @@ WHY = {
     400: "Invalid JSON (a syntax error, a repeated key), an empty body, or a bad header value",
     401: "No valid API key",
     404: "Unknown model or version",
-    413: "Body over the size limit",
+    413: "Body over the size limit (compressed or inflated)",
+    415: "A Content-Encoding other than gzip, deflate or identity",
     422: "Invalid input; the message names the field and the limit",
     429: "The model's queue is full, or the API key has too many requests in flight",
     431: "Headers over the size limit",
@@ -118,6 +119,8 @@ def document(settings: Settings) -> dict[str, Any]:
         protocol = protocol_of(path)
         for op in item.values():
             codes = set(op.pop("x-errors"))
+            if "requestBody" in op:
+                codes.add(415)  # any body may come compressed
             if keys.enabled and not keys.is_open(path):
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
                 codes |= {401, 429} if settings.max_concurrent_per_key else {401}
