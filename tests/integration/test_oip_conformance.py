@@ -202,6 +202,8 @@ BAD_TENSORS: list[tuple[Any, str]] = [
     (infer_body([]), "is empty"),
     (infer_body(["a"], extra=1), "unknown field"),
     (infer_body(["a"], id=7), "'id' must be a string"),
+    (infer_body(["a"], model_name=None), "'model_name' must be a string"),
+    (infer_body(["a"], model_version=1), "'model_version' must be a string"),
     (infer_body(["a"], outputs=[{"name": "nope"}]), "no output 'nope'"),
     (infer_body(["a"], outputs=[{"name": "label"}, {"name": "label"}]), "more than once"),
     (
@@ -211,6 +213,17 @@ BAD_TENSORS: list[tuple[Any, str]] = [
     (infer_body(["a"], parameters={"timeout": "soon"}), "timeout"),
     ([1, 2], "JSON object"),
 ]
+
+
+def test_the_model_named_in_the_body_as_kserve_client_sends_it(client: httpx.Client) -> None:
+    """kserve.InferenceRESTClient (InferRequest.to_rest) repeats the model in the body; the
+    URL decides, as in KServe's and Triton's servers."""
+    body = infer_body(TEXTS[:1], id="k1", model_name="sentiment", parameters={})
+    r = client.post("/v2/models/sentiment/infer", json=body)
+    assert r.status_code == 200 and r.json()["id"] == "k1", r.text
+    body = infer_body(TEXTS[:1], model_name="sentiment", model_version="1")
+    r = client.post("/v2/models/embedding/versions/1/infer", json=body)
+    assert r.status_code == 200 and r.json()["model_name"] == "embedding"
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_TENSORS)

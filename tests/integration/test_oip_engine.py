@@ -6,6 +6,7 @@ retries and pass-through of refusals go through a real proxy written here."""
 from __future__ import annotations
 
 import collections
+import re
 import signal
 import threading
 import time
@@ -157,6 +158,7 @@ class FlakyProxy:
         self.backend = backend.url
         self.attempts: collections.Counter[str] = collections.Counter()
         self.headers: list[dict[str, str]] = []
+        self.ids: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
         self.url = ""  # where it listens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,8 +172,10 @@ class FlakyProxy:
                 break
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         if scope["path"].endswith("/infer"):
-            first = httpx.Response(200, content=body).json()["inputs"][0]["data"][0]
+            request = httpx.Response(200, content=body).json()
+            first = request["inputs"][0]["data"][0]
             self.attempts[first] += 1
+            self.ids[first].append(request.get("id"))
             refusal = self.refusal(first)
             if refusal is not None:
                 status, retry_after = refusal
@@ -240,6 +244,17 @@ def test_unavailable_is_retried(retrying_gateway: Server, proxy: FlakyProxy) -> 
     response = post(retrying_gateway, "/embed", {"texts": ["503-always-0"]})
     assert response.status_code == 503
     assert proxy.attempts["503-always-0"] == 3  # max_retries 2
+
+
+def test_each_batch_carries_an_id_upstream_and_its_retries_keep_it(
+    retrying_gateway: Server, proxy: FlakyProxy
+) -> None:
+    for texts in (["503-once-id"], ["plain-id"]):
+        assert post(retrying_gateway, "/embed", {"texts": texts}).status_code == 200
+    retried, plain = proxy.ids["503-once-id"], proxy.ids["plain-id"]
+    assert len(retried) == 2 and retried[0] == retried[1]
+    assert re.fullmatch(r"embedding-[0-9a-f]{8}-\d+", retried[0]), retried
+    assert len(plain) == 1 and plain[0] != retried[0]
 
 
 def test_retry_after_is_honoured_within_the_deadline(

@@ -24,6 +24,8 @@ from inferline.service import Service
 
 HEADER_LENGTH = b"inference-header-content-length"
 REQUEST_FIELDS = {"id", "parameters", "inputs", "outputs"}
+# KServe's client (kserve.InferRequest.to_rest) also names the model in the body.
+ROUTE_FIELDS = {"model_name", "model_version"}
 INPUT_FIELDS = {"name", "shape", "datatype", "parameters", "data"}
 
 
@@ -59,6 +61,7 @@ def routes(service: Service) -> list[Route]:
     async def infer(request: Request, send: Send) -> None:
         sig = _signature(service, request)
         body, binary = await _read(request)
+        _check_route_fields(body)
         parameters = _object(body.get("parameters", {}), "parameters")
         texts = tensors.texts_of(*_input(sig, body.get("inputs"), binary), settings)
         requested, binary_out = _requested(body.get("outputs", []), parameters)
@@ -108,12 +111,20 @@ async def _read(request: Request) -> tuple[dict[str, Any], memoryview]:
     body = parse_json(view[:size])
     if not isinstance(body, dict):
         raise BadTensor("the body must be a JSON object")
-    unknown = sorted(set(body) - REQUEST_FIELDS)
+    unknown = sorted(set(body) - REQUEST_FIELDS - ROUTE_FIELDS)
     if unknown:
         raise BadTensor(f"unknown field(s): {', '.join(unknown)}")
     if "id" in body and not isinstance(body["id"], str):
         raise BadTensor("'id' must be a string")
     return body, view[size:]
+
+
+def _check_route_fields(body: dict[str, Any]) -> None:
+    """``model_name`` and ``model_version`` in the body are accepted, as strings, and the URL
+    decides, as KServe's and Triton's servers do."""
+    for field in ROUTE_FIELDS:
+        if field in body and not isinstance(body[field], str):
+            raise BadTensor(f"'{field}' must be a string (the URL names the model)")
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:

@@ -160,6 +160,9 @@ def oip_schemas(settings: Settings) -> Schema:
         "InferRequest": obj(
             {
                 "id": STR,
+                # KServe's client sends them; the URL decides which model runs.
+                "model_name": STR,
+                "model_version": STR,
                 "parameters": parameters,
                 "inputs": {"type": "array", "items": text_input, "minItems": 1, "maxItems": 1},
                 "outputs": array(requested),

@@ -16,6 +16,8 @@ retried, since the upstream may still be running the batch.
 from __future__ import annotations
 
 import functools
+import itertools
+import secrets
 import struct
 import time
 from collections.abc import Sequence
@@ -64,6 +66,10 @@ class OipEngine:
         self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
         self.breaker = Breaker(name, spec.url, spec.failure_threshold)
         self._transport: _Http | _Grpc | None = None
+        # Each batch carries an id upstream, for correlating logs on both sides (and KServe's
+        # REST server answers 500 to a request without one when its model echoes the id).
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{name}-{secrets.token_hex(4)}-"
         self._monitor: Monitor | None = None
         self._info = EngineInfo(
             name=name,
@@ -103,8 +109,10 @@ class OipEngine:
         self.breaker.check()
         if self._transport is None:
             raise Unavailable(f"the engine of model {self.name!r} has not started")
+        texts = [item.text for item in items]
+        batch_id = f"{self._id_prefix}{next(self._ids)}"  # retries keep it: the same batch
         attempt = functools.partial(
-            self._transport.infer, self.remote, self.output, [item.text for item in items]
+            self._transport.infer, self.remote, self.output, texts, batch_id=batch_id
         )
         try:
             matrix = await retrying(attempt, self.spec, time.monotonic() + self.spec.timeout_s)
@@ -170,10 +178,13 @@ class _Http:
         finally:
             await response.aclose()
 
-    async def infer(self, model: str, output: str, texts: list[str], deadline: float) -> Any:
+    async def infer(
+        self, model: str, output: str, texts: list[str], deadline: float, *, batch_id: str
+    ) -> Any:
         import httpx
 
         body: dict[str, Any] = {
+            "id": batch_id,
             "inputs": [
                 {"name": self.spec.input, "datatype": "BYTES", "shape": [len(texts)], "data": texts}
             ],
@@ -278,12 +289,15 @@ class _Grpc:
         self.stub: Any = services.GRPCInferenceServiceStub(self.channel)
         self.metadata = tuple((k.lower(), v) for k, v in headers.items())
 
-    async def infer(self, model: str, output: str, texts: list[str], deadline: float) -> Any:
+    async def infer(
+        self, model: str, output: str, texts: list[str], deadline: float, *, batch_id: str
+    ) -> Any:
         import grpc
 
         from inferline.grpc import open_inference_grpc_pb2 as pb
 
         request = pb.ModelInferRequest(
+            id=batch_id,
             model_name=model,
             model_version=self.spec.remote_version,
             inputs=[
