@@ -23,8 +23,8 @@ if [ -n "$missing" ]; then
 fi
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check src tests bench scripts
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
