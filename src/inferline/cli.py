@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="inferline", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = commands.add_parser(
+        "serve", help="run the service: HTTP (REST, OIP, OpenAI) and gRPC (OIP, health)"
+    )
     _settings_flags(serve)
 
     worker = commands.add_parser("worker", help="run a queue worker (needs INFERLINE_REDIS_URL)")
