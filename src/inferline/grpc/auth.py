@@ -46,8 +46,10 @@ def _abort(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     async def deny(request: Any, context: Any) -> Any:
         await context.abort(code, message)
 
-    kind = grpc.unary_stream_rpc_method_handler if handler.unary_stream else None
-    return (kind or grpc.unary_unary_rpc_method_handler)(
+    kind = grpc.unary_unary_rpc_method_handler
+    if handler.unary_stream is not None:  # Health.Watch
+        kind = grpc.unary_stream_rpc_method_handler
+    return kind(
         deny,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
