@@ -7,28 +7,98 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from inferline.config import Settings
 from inferline.errors import Overloaded, Unauthorized
 
+log = logging.getLogger(__name__)
+
+
+class KeyFile:
+    """A file of keys, one a line (a mounted Secret), re-read when it changes: Kubernetes
+    swaps a Secret's files in place, so rotating a key needs no restart."""
+
+    def __init__(self, path: Path, every_s: float, clock: Callable[[], float]) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.clock = clock
+        self._checked = clock()
+        self._stamp = self._stat()
+
+    def read(self) -> list[str]:
+        text = self.path.read_text(encoding="utf-8")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def changed(self) -> list[str] | None:
+        """The file's keys if it changed since the last look (at most every ``every_s``)."""
+        now = self.clock()
+        if now - self._checked < self.every_s:
+            return None
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        return self.read()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino, st.st_size
+
 
 class ApiKeys:
-    def __init__(self, keys: list[str], open_paths: list[str], max_concurrent: int = 0) -> None:
+    def __init__(
+        self,
+        keys: list[str],
+        open_paths: list[str],
+        max_concurrent: int = 0,
+        *,
+        listed: list[str] | None = None,
+        file: KeyFile | None = None,
+    ) -> None:
         self._keys = [k.encode() for k in keys]
         self.open_paths = tuple(open_paths)
         self.max_concurrent = max_concurrent
         self._inflight: Counter[int] = Counter()
+        self._listed = listed or []  # the keys from the setting, kept across reloads
+        self._file = file if self._keys else None  # keys off at start stay off
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
-        keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+    def from_settings(
+        cls, settings: Settings, clock: Callable[[], float] = time.monotonic
+    ) -> ApiKeys:
+        listed = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+        keys = list(listed)
+        file = None
         if settings.api_keys_file is not None:
-            text = settings.api_keys_file.read_text(encoding="utf-8")
-            keys += [line.strip() for line in text.splitlines() if line.strip()]
+            file = KeyFile(settings.api_keys_file, settings.api_keys_reload_s, clock)
+            keys += file.read()
         open_paths = [p.strip() for p in settings.auth_open_paths.split(",") if p.strip()]
-        return cls(keys, open_paths, settings.max_concurrent_per_key)
+        return cls(keys, open_paths, settings.max_concurrent_per_key, listed=listed, file=file)
+
+    def _reload(self) -> None:
+        assert self._file is not None
+        try:
+            found = self._file.changed()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("could not re-read the API keys file; keeping the keys: %s", exc)
+            return
+        if found is None:
+            return
+        if not found:  # a mistake, or a half-written file: it must not open the API
+            log.warning("the API keys file is empty; keeping the previous keys")
+            return
+        keys = [k.encode() for k in [*self._listed, *found]]
+        self._keys = keys
+        log.info("API keys reloaded from %s: %d key(s)", self._file.path, len(keys))
 
     @property
     def enabled(self) -> bool:
@@ -38,7 +108,9 @@ class ApiKeys:
         return path.startswith(self.open_paths)
 
     def identify(self, authorization: str | None, api_key: str | None) -> int:
-        """Return the index of the presented key, or raise Unauthorized."""
+        """Return an id of the presented key (for :meth:`slot`), or raise Unauthorized."""
+        if self._file is not None:
+            self._reload()
         presented = api_key
         if presented is None and authorization is not None:
             scheme, _, value = authorization.partition(" ")
@@ -47,13 +119,12 @@ class ApiKeys:
         if not presented:
             raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
         candidate = presented.encode()
-        found = -1
-        for i, key in enumerate(self._keys):  # compare with every key: timing says nothing
-            if hmac.compare_digest(candidate, key):
-                found = i
-        if found < 0:
+        found = False
+        for key in self._keys:  # compare with every key: timing says nothing
+            found |= hmac.compare_digest(candidate, key)
+        if not found:
             raise Unauthorized("the API key is not valid")
-        return found
+        return hash(candidate)  # the same across reloads, unlike a position in the list
 
     @contextlib.contextmanager
     def slot(self, key: int) -> Iterator[None]:

@@ -86,7 +86,10 @@ class Settings(BaseSettings):
     """Comma-separated API keys; when any key is set (here or in the file), every request
     outside ``auth_open_paths`` needs ``Authorization: Bearer <key>`` or ``X-API-Key``."""
     api_keys_file: Path | None = None
-    """A file with one API key per line (a mounted Secret); read once at start."""
+    """A file with one API key per line (a mounted Secret). Re-read when it changes, so a
+    rotated Secret takes effect without a restart; an empty file keeps the previous keys."""
+    api_keys_reload_s: float = Field(5.0, gt=0)
+    """How often, at most, the keys file is checked for a change."""
     auth_open_paths: str = "/health,/v2/health,/metrics,/docs,/openapi.json"
     """Comma-separated path prefixes served without a key (probes, scrapes, docs)."""
     max_concurrent_per_key: int = Field(0, ge=0)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -27,5 +32,38 @@ def test_grpc_needs_the_key_but_health_is_open(server_factory: ServerFactory) ->
         assert ok.as_numpy("label") is not None
         meta = client.get_model_metadata("sentiment", headers={"x-api-key": "grpc-key-1"})
         assert meta.name == "sentiment"
+    finally:
+        client.close()
+
+
+def test_a_rotated_keys_file_takes_effect_on_both_protocols(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The Secret's file is swapped in place (as kubelet does); no restart."""
+    keys = tmp_path / "keys"
+    keys.write_text("before-rotation\n")
+    server = server_factory(
+        {"INFERLINE_API_KEYS_FILE": str(keys), "INFERLINE_API_KEYS_RELOAD_S": "0.2"}
+    )
+    fresh = tmp_path / "keys.new"
+    fresh.write_text("after-rotation\n")
+    os.replace(fresh, keys)
+    time.sleep(0.5)
+    client = triton.InferenceServerClient(server.grpc_target)
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
+    try:
+        for key, status, code in (
+            ("before-rotation", 401, "UNAUTHENTICATED"),
+            ("after-rotation", 200, None),
+        ):
+            r = httpx.post(server.url + "/predict", json={"text": "x"}, headers={"x-api-key": key})
+            assert r.status_code == status, key
+            if code is None:
+                client.infer("sentiment", [tensor], headers={"x-api-key": key})
+            else:
+                with pytest.raises(InferenceServerException) as denied:
+                    client.infer("sentiment", [tensor], headers={"x-api-key": key})
+                assert denied.value.status() == f"StatusCode.{code}"
     finally:
         client.close()

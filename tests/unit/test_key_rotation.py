@@ -1,0 +1,88 @@
+"""API keys from a file are re-read when it changes: rotation without a restart, and no way
+for a reload to open the API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from inferline.auth import ApiKeys
+from inferline.config import Settings
+from inferline.errors import Unauthorized
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rewrite(path: Path, text: str) -> None:
+    """As kubelet does: a new file swapped in, so mtime and inode change."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
+def accepts(keys: ApiKeys, key: str) -> bool:
+    try:
+        keys.identify(None, key)
+    except Unauthorized:
+        return False
+    return True
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[ApiKeys, Path, Clock]:
+    path = tmp_path / "keys"
+    path.write_text("old-key\n")
+    clock = Clock()
+    settings = Settings(api_keys="listed-key", api_keys_file=path, api_keys_reload_s=5)
+    return ApiKeys.from_settings(settings, clock), path, clock
+
+
+def test_a_rotated_file_takes_effect_after_the_interval(setup: tuple[ApiKeys, Path, Clock]) -> None:
+    keys, path, clock = setup
+    rewrite(path, "new-key\n")
+    assert accepts(keys, "old-key") and not accepts(keys, "new-key")  # not checked yet
+    clock.now += 5
+    assert accepts(keys, "new-key") and not accepts(keys, "old-key")
+    assert accepts(keys, "listed-key")  # the setting's keys stay
+
+
+def test_an_empty_or_missing_file_keeps_the_keys(setup: tuple[ApiKeys, Path, Clock]) -> None:
+    keys, path, clock = setup
+    rewrite(path, "\n")
+    clock.now += 5
+    assert accepts(keys, "old-key")  # an empty file does not open the API...
+    with pytest.raises(Unauthorized):
+        keys.identify(None, None)  # ...nor does it turn keys off
+    path.unlink()
+    clock.now += 5
+    assert accepts(keys, "old-key")
+    rewrite(path, "newer-key\n")
+    clock.now += 5
+    assert accepts(keys, "newer-key") and not accepts(keys, "old-key")
+
+
+def test_a_file_without_keys_at_start_stays_off(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("")
+    clock = Clock()
+    keys = ApiKeys.from_settings(Settings(api_keys_file=path), clock)
+    assert not keys.enabled
+    rewrite(path, "late-key\n")
+    clock.now += 60
+    assert not keys.enabled  # turning keys on needs a restart (the OpenAPI document says so)
+
+
+def test_a_key_keeps_its_slot_count_across_a_reload(setup: tuple[ApiKeys, Path, Clock]) -> None:
+    keys, path, clock = setup
+    before = keys.identify(None, "old-key")
+    rewrite(path, "another-key\nold-key\n")  # old-key moves down the list
+    clock.now += 5
+    assert keys.identify(None, "old-key") == before
