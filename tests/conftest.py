@@ -57,7 +57,14 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
+def start_server(
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    verify: httpx.Client | None = None,
+) -> Server:
+    """``verify``, for a server with TLS: a client that trusts its CA (and the URL is
+    https)."""
     env = env or {}
     # A test that restarts a server at the same address gives its ports.
     port = int(env.get("INFERLINE_PORT") or free_port())
@@ -78,14 +85,16 @@ def start_server(tmp: Path, env: dict[str, str] | None = None, wait_ready: bool 
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, f"http://127.0.0.1:{port}", log, grpc_port)
+    scheme = "https" if verify is not None else "http"
+    server = Server(proc, f"{scheme}://127.0.0.1:{port}", log, grpc_port)
     deadline = time.monotonic() + 60
     path = "/health/ready" if wait_ready else "/health/live"
+    get = verify.get if verify is not None else httpx.get
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(server.url + path, timeout=1).status_code == 200:
+            if get(server.url + path, timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -102,8 +111,12 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
     servers: list[Server] = []
     tmp = tmp_path_factory.mktemp("servers")
 
-    def factory(env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
-        server = start_server(tmp, env, wait_ready)
+    def factory(
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+        verify: httpx.Client | None = None,
+    ) -> Server:
+        server = start_server(tmp, env, wait_ready, verify)
         servers.append(server)
         return server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     """HTTP port (0 picks a free one)."""
     grpc_port: int = Field(8001, ge=0, le=65535)
     """gRPC port of the Open Inference Protocol (GRPCInferenceService; 0 picks a free one)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (with its chain) to serve HTTPS and gRPC over TLS; needs
+    ``tls_key_file``. Unset: plain HTTP and gRPC, for a mesh or ingress that terminates TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle: when set, every client must present a certificate it signed (mutual
+    TLS), on both ports."""
 
     model_dir: Path = Field(default_factory=default_model_dir)
     """Directory written by ``inferline model build``: ONNX files, tokenizer, manifest."""
@@ -138,3 +146,15 @@ class Settings(BaseSettings):
     data."""
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
     """Port of the worker's ``/metrics`` (Prometheus) endpoint; 0 turns it off."""
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 import uvloop
 
+from inferline import tls
 from inferline.api.factory import create_app
 from inferline.api.wire import GatheringProtocol
 from inferline.config import Settings
@@ -39,6 +40,7 @@ def serve(settings: Settings) -> None:
     tracing.configure_from_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # see TextEncoder
     Manifest.load(settings.model_dir)  # fail fast, before binding, when nothing was built
+    tls.check(settings)  # and when a TLS file cannot be used
     registry.load_config(settings.models_config)  # and when the models config is wrong
     service = Service(settings)
     config = uvicorn.Config(
@@ -57,6 +59,7 @@ def serve(settings: Settings) -> None:
         limit_concurrency=settings.max_connections,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         server_header=False,
+        **tls.uvicorn_options(settings),
     )
     server = _Server(config)
 

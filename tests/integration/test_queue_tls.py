@@ -3,8 +3,6 @@ only, with a CA made here. Server (``/v1/jobs``) and worker both go through it."
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,35 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.certs import make_certificates
 from tests.conftest import RedisServer, ServerFactory, WorkerFactory, free_port
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-pass"
-
-
-def make_certificates(directory: Path) -> None:
-    """A CA and a server certificate for 127.0.0.1, with the openssl command line."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is not installed (Debian: apt-get install -y openssl)")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
-
-    run(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt",
-    )  # fmt: skip
-    run(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "server.key", "-out", "server.csr",
-    )  # fmt: skip
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

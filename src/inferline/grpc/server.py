@@ -8,6 +8,7 @@ import logging
 import grpc
 from grpc_health.v1.health_pb2_grpc import add_HealthServicer_to_server
 
+from inferline import tls
 from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.grpc.auth import ApiKeyInterceptor
@@ -37,10 +38,15 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
     add_HealthServicer_to_server(HealthServicer(service), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
+    credentials = tls.grpc_credentials(settings)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot bind gRPC to {address}: {exc}") from exc
     await server.start()
-    log.info("gRPC (Open Inference Protocol) on %s:%d", settings.host, port)
+    scheme = " over TLS" if credentials is not None else ""
+    log.info("gRPC (Open Inference Protocol) on %s:%d%s", settings.host, port, scheme)
     return server

@@ -1,0 +1,54 @@
+"""TLS for both ports, from one certificate and key (and, for mutual TLS, a client CA)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+from inferline.config import Settings
+
+
+def check(settings: Settings) -> None:
+    """Load the files as the servers will, so that a bad one stops the start with a clear
+    message (ValueError) before anything binds."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_client_ca_file is not None:
+            context.load_verify_locations(settings.tls_client_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS: cannot use the certificate, key or client CA: {exc}") from None
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+    }
+    if settings.tls_client_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca_file)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
+
+
+def grpc_credentials(settings: Settings) -> Any:
+    """``grpc.ServerCredentials``, or None for a plain port."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    import grpc
+
+    ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+        root_certificates=_read(ca) if ca is not None else None,
+        require_client_auth=ca is not None,
+    )
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes()

@@ -1,0 +1,143 @@
+"""TLS on both ports from one certificate, and mutual TLS, against real servers with a CA made
+here; Triton's gRPC client and the gRPC project's health stubs over TLS."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2 as hpb
+from grpc_health.v1 import health_pb2_grpc
+
+from tests.certs import make_certificates
+from tests.conftest import Server, ServerFactory, model_dir
+
+TEXT = {"text": "Works great, love it."}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tls")
+    make_certificates(directory)
+    return directory
+
+
+def tls_env(certs: Path, mutual: bool = False) -> dict[str, str]:
+    env = {
+        "INFERLINE_TLS_CERT_FILE": str(certs / "server.crt"),
+        "INFERLINE_TLS_KEY_FILE": str(certs / "server.key"),
+    }
+    if mutual:
+        env["INFERLINE_TLS_CLIENT_CA_FILE"] = str(certs / "ca.crt")
+    return env
+
+
+def client(certs: Path, cert: bool = False) -> httpx.Client:
+    context = ssl.create_default_context(cafile=certs / "ca.crt")
+    if cert:
+        context.load_cert_chain(certs / "client.crt", certs / "client.key")
+    return httpx.Client(verify=context, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tls_server(server_factory: ServerFactory, certs: Path) -> Iterator[Server]:
+    with client(certs) as c:
+        yield server_factory(tls_env(certs), verify=c)
+
+
+def channel(server: Server, certs: Path, cert: bool = False) -> grpc.Channel:
+    pair = {}
+    if cert:
+        pair = {
+            "private_key": (certs / "client.key").read_bytes(),
+            "certificate_chain": (certs / "client.crt").read_bytes(),
+        }
+    credentials = grpc.ssl_channel_credentials((certs / "ca.crt").read_bytes(), **pair)
+    return grpc.secure_channel(server.grpc_target, credentials)
+
+
+def test_https_serves_and_plain_http_does_not(tls_server: Server, certs: Path) -> None:
+    assert tls_server.url.startswith("https://")
+    with client(certs) as c:
+        r = c.post(tls_server.url + "/predict", json=TEXT)
+        assert r.status_code == 200 and r.json()["label"] == "Positive"
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(tls_server.url.replace("https", "http"), json=TEXT, timeout=5)
+
+
+def test_grpc_over_tls_with_tritons_client(tls_server: Server, certs: Path) -> None:
+    oip = triton.InferenceServerClient(
+        tls_server.grpc_target, ssl=True, root_certificates=str(certs / "ca.crt")
+    )
+    try:
+        tensor = triton.InferInput("text", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([b"Works great, love it."], dtype=np.object_))
+        assert oip.infer("sentiment", [tensor]).as_numpy("label")[0] == b"Positive"
+    finally:
+        oip.close()
+    with channel(tls_server, certs) as secure:
+        reply = health_pb2_grpc.HealthStub(secure).Check(hpb.HealthCheckRequest(), timeout=10)
+        assert reply.status == hpb.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(tls_server.grpc_target) as plain:
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(plain).Check(hpb.HealthCheckRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mutual_tls_needs_a_client_certificate(server_factory: ServerFactory, certs: Path) -> None:
+    with client(certs, cert=True) as trusted:
+        server = server_factory(tls_env(certs, mutual=True), verify=trusted)
+        assert trusted.post(server.url + "/predict", json=TEXT).status_code == 200
+    with client(certs) as anonymous, pytest.raises(httpx.HTTPError):
+        anonymous.post(server.url + "/predict", json=TEXT)
+    with channel(server, certs, cert=True) as secure:
+        reply = health_pb2_grpc.HealthStub(secure).Check(hpb.HealthCheckRequest(), timeout=10)
+        assert reply.status == hpb.HealthCheckResponse.SERVING
+    with channel(server, certs) as secure, pytest.raises(grpc.RpcError) as err:
+        health_pb2_grpc.HealthStub(secure).Check(hpb.HealthCheckRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INFERLINE_TLS_CERT_FILE": "server.crt"}, "set both or neither"),
+        ({"INFERLINE_TLS_CLIENT_CA_FILE": "ca.crt"}, "needs tls_cert_file"),
+        (
+            {"INFERLINE_TLS_CERT_FILE": "ca.crt", "INFERLINE_TLS_KEY_FILE": "server.key"},
+            "TLS: cannot use",
+        ),
+        (
+            {"INFERLINE_TLS_CERT_FILE": "nope.crt", "INFERLINE_TLS_KEY_FILE": "server.key"},
+            "TLS: cannot use",
+        ),
+    ],
+    ids=["cert-without-key", "ca-without-cert", "key-of-another-cert", "missing-file"],
+)
+def test_bad_tls_settings_stop_the_start_with_a_message(
+    certs: Path, env: dict[str, str], message: str
+) -> None:
+    full = {
+        "INFERLINE_MODEL_DIR": str(model_dir()),
+        "INFERLINE_PORT": "0",
+        "INFERLINE_GRPC_PORT": "0",
+        **{k: str(certs / v) for k, v in env.items()},
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.cli", "serve"],
+        env={"PATH": "/usr/bin:/bin", **full},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
