@@ -141,3 +141,50 @@ def test_bad_tls_settings_stop_the_start_with_a_message(
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_gateway_reaches_a_mutual_tls_backend(
+    server_factory: ServerFactory, certs: Path, tmp_path: Path, protocol: str
+) -> None:
+    """inferline → OipEngine over https:// or grpcs://, with a private CA and a client
+    certificate → inferline that asks for one."""
+    with client(certs, cert=True) as trusted:
+        backend = server_factory(tls_env(certs, mutual=True), verify=trusted)
+        expected = trusted.post(backend.url + "/embed", json={"texts": ["a red bicycle"]})
+    url = backend.url if protocol == "http" else f"grpcs://{backend.grpc_target}"
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f"""
+[models.embedding]
+engine = "oip"
+url = "{url}"
+protocol = "{protocol}"
+tls_ca_file = "{certs / "ca.crt"}"
+tls_cert_file = "{certs / "client.crt"}"
+tls_key_file = "{certs / "client.key"}"
+"""
+    )
+    gateway = server_factory({"INFERLINE_MODELS_CONFIG": str(config)})
+    got = httpx.post(gateway.url + "/embed", json={"texts": ["a red bicycle"]}, timeout=30)
+    assert got.status_code == 200, got.text
+    np.testing.assert_allclose(got.json()["embeddings"], expected.json()["embeddings"], atol=1e-5)
+
+
+def test_a_client_certificate_without_its_key_stops_the_start(certs: Path, tmp_path: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[models.embedding]\nengine = "oip"\nurl = "https://backend:8000"\n'
+        f'tls_cert_file = "{certs / "client.crt"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.cli", "serve"],
+        env={"PATH": "/usr/bin:/bin", "INFERLINE_MODELS_CONFIG": str(config),
+             "INFERLINE_MODEL_DIR": str(model_dir()), "INFERLINE_PORT": "0",
+             "INFERLINE_GRPC_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "tls_cert_file and tls_key_file go together" in done.stderr

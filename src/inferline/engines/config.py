@@ -23,13 +23,14 @@ stops the server before it binds, with the field named.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 LOCAL_MODELS = ("sentiment", "embedding")  # the batched models; every other name is chat
 
@@ -62,6 +63,43 @@ class RemoteSpec(_Spec):
     api_key_env: str | None = None
     api_key_file: Path | None = None
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. Host, for KServe routing
+    # https:// and grpcs:// upstreams: trust this CA (PEM) instead of the public ones, and
+    # present a client certificate to an upstream that asks for one (mutual TLS).
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _client_certificate_and_key(self) -> RemoteSpec:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    def tls_files(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(CA, certificate, key), read now, each None when unset."""
+        found: list[bytes | None] = []
+        for field in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path: Path | None = getattr(self, field)
+            try:
+                found.append(path.read_bytes() if path is not None else None)
+            except OSError as exc:
+                raise ValueError(f"cannot read {field} {path}: {exc}") from None
+        ca, cert, key = found
+        return ca, cert, key
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For httpx; None when no TLS field is set (httpx's own defaults then)."""
+        if self.tls_ca_file is None and self.tls_cert_file is None:
+            return None
+        import certifi  # httpx's trust store, when only a client certificate is set
+
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca_file or certifi.where())
+            if self.tls_cert_file is not None and self.tls_key_file is not None:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot use the TLS files of {display(self.url)}: {exc}") from None
+        return context
 
     def api_key(self) -> SecretStr | None:
         """The key, read now: the file's first line, or else the variable's value."""

@@ -64,6 +64,7 @@ class OipEngine:
         self.remote = spec.remote_model or name
         self.output = spec.output or ("probabilities" if name == "sentiment" else "embedding")
         self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
+        spec.tls_files()  # and the TLS files
         self.breaker = Breaker(name, spec.url, spec.failure_threshold)
         self._transport: _Http | _Grpc | None = None
         # Each batch carries an id upstream, for correlating logs on both sides (and KServe's
@@ -146,7 +147,9 @@ class _Http:
 
         quiet_httpx()
         self.spec = spec
+        context = spec.ssl_context()
         self.transport = httpx.AsyncHTTPTransport(
+            verify=context if context is not None else True,
             http2=spec.http2,
             limits=httpx.Limits(
                 max_connections=spec.max_connections,
@@ -282,7 +285,10 @@ class _Grpc:
         ]
         target = spec.url
         if target.startswith("grpcs://"):
-            credentials = grpc.ssl_channel_credentials()
+            ca, cert, key = spec.tls_files()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=cert
+            )
             self.channel = grpc.aio.secure_channel(target[8:], credentials, options)
         else:
             self.channel = grpc.aio.insecure_channel(target.removeprefix("grpc://"), options)

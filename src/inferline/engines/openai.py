@@ -59,6 +59,7 @@ class _Client:
         self.where = display(spec.url)
         self.breaker = Breaker(name, spec.url, spec.failure_threshold)
         self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
+        spec.tls_files()  # and the TLS files
         self.http: Any = None
         self._monitor: Monitor | None = None
 
@@ -74,8 +75,10 @@ class _Client:
 
         quiet_httpx()
         spec = self.spec
+        context = spec.ssl_context()
         self.http = httpx.AsyncClient(
             base_url=spec.url.rstrip("/"),
+            verify=context if context is not None else True,
             headers={**self._headers, "accept-encoding": "identity"},  # SSE: no buffering
             http2=spec.http2,
             limits=httpx.Limits(
