@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -78,6 +80,32 @@ def test_sigterm_and_sigint_exit_cleanly(server_factory: ServerFactory) -> None:
         assert httpx.post(server.url + "/predict", json={"text": "ok"}).status_code == 200
         assert server.stop(sig) == 0
         assert "Traceback" not in server.output()
+
+
+def test_a_second_signal_stops_waiting_without_a_traceback(
+    server_factory: ServerFactory,
+) -> None:
+    """The first SIGTERM drains for up to the grace period (60 s here); a second one, as
+    `timeout`, or an impatient operator, sends, exits at once, and quietly."""
+    server = server_factory({"INFERLINE_SHUTDOWN_GRACE_S": "60", "INFERLINE_LANES": "1"})
+    slow = {"texts": ["a long review of a very ordinary kitchen blender " * 20] * 256}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, server.url + "/predict", json=slow, timeout=60)
+        time.sleep(0.5)  # in flight
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(20)
+        assert time.monotonic() - started < 15
+        try:
+            answered: httpx.Response | None = pending.result()
+        except httpx.HTTPError:
+            answered = None  # the connection closed first
+        assert answered is None or answered.status_code == 503
+    output = server.output()
+    assert "received SIGTERM: draining" in output
+    assert "Traceback" not in output and '"level":"error"' not in output, output[-3000:]
 
 
 def test_lanes_run_below_the_event_loop(client: httpx.Client, server: Server) -> None:

@@ -24,7 +24,7 @@ from inferline.errors import (
     Unavailable,
     reason_of,
 )
-from inferline.service import Service
+from inferline.service import Service, State
 from inferline.telemetry import context, logs, tracing
 from inferline.telemetry.context import RequestRecord
 
@@ -205,7 +205,12 @@ class App:
         except asyncio.CancelledError:
             if request.disconnected:
                 return  # the client went away; its queued texts were dropped
-            raise
+            if self.service.state is not State.DRAINING or request.responding:
+                raise
+            # A second signal ended the grace period, and the loop cancels what is left:
+            # answer 503 rather than let uvicorn log a traceback and drop the connection.
+            message = "the service stopped before this request was served"
+            await send_json(send_marked, 503, route.errors(503, message, None))
         except InferlineError as exc:
             request.responding = True
             if status_of(exc) != 500:  # a refusal, not a failure
@@ -245,7 +250,10 @@ class App:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except asyncio.CancelledError:  # a forced exit skips the shutdown event
+                return
             if message["type"] == "lifespan.startup":
                 self.service.start_background()
                 await send({"type": "lifespan.startup.complete"})
