@@ -64,6 +64,24 @@ def channel(server: Server, certs: Path, cert: bool = False) -> grpc.Channel:
     return grpc.secure_channel(server.grpc_target, credentials)
 
 
+def failed_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``inferline serve`` with ``env``, which must stop it before it binds."""
+    return subprocess.run(
+        [sys.executable, "-m", "inferline.cli", "serve"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "INFERLINE_MODEL_DIR": str(model_dir()),
+            "INFERLINE_PORT": "0",
+            "INFERLINE_GRPC_PORT": "0",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_https_serves_and_plain_http_does_not(tls_server: Server, certs: Path) -> None:
     assert tls_server.url.startswith("https://")
     with client(certs) as c:
@@ -125,20 +143,7 @@ def test_mutual_tls_needs_a_client_certificate(server_factory: ServerFactory, ce
 def test_bad_tls_settings_stop_the_start_with_a_message(
     certs: Path, env: dict[str, str], message: str
 ) -> None:
-    full = {
-        "INFERLINE_MODEL_DIR": str(model_dir()),
-        "INFERLINE_PORT": "0",
-        "INFERLINE_GRPC_PORT": "0",
-        **{k: str(certs / v) for k, v in env.items()},
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "inferline.cli", "serve"],
-        env={"PATH": "/usr/bin:/bin", **full},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = failed_start({k: str(certs / v) for k, v in env.items()})
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -177,14 +182,5 @@ def test_a_client_certificate_without_its_key_stops_the_start(certs: Path, tmp_p
         '[models.embedding]\nengine = "oip"\nurl = "https://backend:8000"\n'
         f'tls_cert_file = "{certs / "client.crt"}"\n'
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "inferline.cli", "serve"],
-        env={"PATH": "/usr/bin:/bin", "INFERLINE_MODELS_CONFIG": str(config),
-             "INFERLINE_MODEL_DIR": str(model_dir()), "INFERLINE_PORT": "0",
-             "INFERLINE_GRPC_PORT": "0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode != 0 and "tls_cert_file and tls_key_file go together" in done.stderr
+    done = failed_start({"INFERLINE_MODELS_CONFIG": str(config)})
+    assert done.returncode == 2 and "tls_cert_file and tls_key_file go together" in done.stderr

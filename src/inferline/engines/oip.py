@@ -64,7 +64,7 @@ class OipEngine:
         self.remote = spec.remote_model or name
         self.output = spec.output or ("probabilities" if name == "sentiment" else "embedding")
         self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
-        spec.tls_files()  # and the TLS files
+        self._tls = spec.tls_files()  # and the TLS files, kept for a grpcs:// channel
         self.breaker = Breaker(name, spec.url, spec.failure_threshold)
         self._transport: _Http | _Grpc | None = None
         # Each batch carries an id upstream, for correlating logs on both sides (and KServe's
@@ -100,7 +100,9 @@ class OipEngine:
         # loading thread.
         spec = self.spec
         transport = (
-            _Http(spec, self._headers) if spec.protocol == "http" else _Grpc(spec, self._headers)
+            _Http(spec, self._headers)
+            if spec.protocol == "http"
+            else _Grpc(spec, self._headers, self._tls)
         )
         self._transport = transport
         self._monitor = Monitor(self.breaker, transport.health, spec.health_interval_s)
@@ -267,7 +269,12 @@ def _parse_rest(content: bytes, header_length: str | None, output: str) -> Any:
 
 
 class _Grpc:
-    def __init__(self, spec: OipSpec, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: OipSpec,
+        headers: dict[str, str],
+        tls: tuple[bytes | None, bytes | None, bytes | None],
+    ) -> None:
         import grpc
 
         from inferline.grpc import open_inference_grpc_pb2_grpc as services
@@ -285,7 +292,7 @@ class _Grpc:
         ]
         target = spec.url
         if target.startswith("grpcs://"):
-            ca, cert, key = spec.tls_files()
+            ca, cert, key = tls
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=ca, private_key=key, certificate_chain=cert
             )
