@@ -214,14 +214,18 @@ class Batcher:
 
     # -- admission --------------------------------------------------------------------------
 
+    @property
+    def full(self) -> bool:
+        limits = self.limits
+        return (
+            len(self._pending) >= limits.max_queue_items
+            or self._queued_tokens >= limits.max_queue_tokens
+        )
+
     def check_room(self) -> None:
         """Refuse early, before a request is parsed and tokenised, when the queue is full:
         under overload, refusals must cost as little as possible."""
-        limits = self.limits
-        if (
-            len(self._pending) >= limits.max_queue_items
-            or self._queued_tokens >= limits.max_queue_tokens
-        ):
+        if self.full:
             raise self._full_error()
 
     def _full_error(self) -> Overloaded:

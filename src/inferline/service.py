@@ -222,6 +222,10 @@ class Service:
             known = ", ".join(sorted(self.chats)) or "none is configured"
             raise NotFound(f"the model {name!r} does not exist; chat models: {known}") from None
 
+    def saturated(self) -> bool:
+        """Whether some model's queue is full: only then can a request be refused early."""
+        return any(model.batcher.full for model in self.models.values())
+
     def admit(self, name: str) -> Model:
         """The model, if it can take work now: raises Unavailable, NotFound or Overloaded."""
         model = self.model(name)

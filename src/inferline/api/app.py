@@ -11,7 +11,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inferline.api.http import Message, Receive, Request, Scope, Send, send_json
+import orjson
+
+from inferline.api.http import (
+    DUMP_OPTIONS,
+    JSON_TYPE,
+    Message,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    send_json,
+)
 from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.errors import (
@@ -46,6 +57,10 @@ class Route:
     handler: Handler
     errors: ErrorBody = plain_error  # a protocol with its own error shape (OpenAI) sets this
     protocol: str | None = None  # set on the API routes: they are counted, logged and traced
+    # The route's admission check, run before its body is read (it raises Overloaded when the
+    # model's queue is full): the handler runs it first, and under overload the connection
+    # runs it as soon as the headers arrive (App.early_refusal).
+    admit: Callable[[dict[str, str]], object] | None = None
 
 
 STATUS: dict[type[InferlineError], int] = {
@@ -64,6 +79,14 @@ def status_of(exc: InferlineError) -> int:
         if isinstance(exc, kind):
             return status
     return 500
+
+
+def error_headers(exc: InferlineError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, Unauthorized):
+        return [(b"www-authenticate", b'Bearer realm="inferline"')]
+    if isinstance(exc, Overloaded):
+        return [(b"retry-after", str(max(1, round(exc.retry_after))).encode())]
+    return []
 
 
 class Router:
@@ -199,8 +222,12 @@ class App:
             if self.keys.enabled and not self.keys.is_open(scope["path"]):
                 key = self._identify(request)
                 with self.keys.slot(key):
+                    if route.admit is not None:
+                        route.admit(request.path_params)
                     await route.handler(request, send_marked)
             else:
+                if route.admit is not None:
+                    route.admit(request.path_params)
                 await route.handler(request, send_marked)
         except asyncio.CancelledError:
             if request.disconnected:
@@ -214,7 +241,7 @@ class App:
         except InferlineError as exc:
             request.responding = True
             if status_of(exc) != 500:  # a refusal, not a failure
-                self.service.metrics.rejected.labels(reason_of(exc)).inc()
+                self.service.metrics.reject(reason_of(exc))
             await self._error(send_marked, exc, route.errors)
         except Exception:
             request.responding = True
@@ -224,6 +251,56 @@ class App:
             await send_json(send_marked, 500, body)
         finally:
             request.stop_watching()
+
+    def early_refusal(
+        self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 429 for a request that its route would refuse before reading its body, decided
+        from the request line and headers alone; None when the request must be served
+        normally. api/wire.py sends it without starting the ASGI machinery: under overload
+        most requests are refusals, and each one's CPU is taken from the model.
+
+        Only a plain refusal qualifies: with API keys (401 and the per-key limits come
+        first) or tracing on (the span), every request takes the normal path."""
+        if method != b"POST" or not self.service.saturated():
+            return None
+        found = self._early_route(url, headers)
+        if found is None:
+            return None
+        route, params, path = found
+        assert route.admit is not None and route.protocol is not None
+        try:
+            route.admit(params)
+        except Overloaded as exc:
+            refused = exc
+        except InferlineError:  # 404, 503: rare; the normal path words them
+            return None
+        else:
+            return None
+        record = RequestRecord(route.protocol)
+        record.status = "429"
+        metrics = self.service.metrics
+        metrics.reject(reason_of(refused))
+        body = orjson.dumps(route.errors(429, str(refused), refused), option=DUMP_OPTIONS)
+        duration = time.perf_counter() - record.started
+        metrics.record_request(record, duration)
+        if self.settings.access_log:
+            logs.access(record, duration, {"method": "POST", "path": path})
+        return 429, [JSON_TYPE, *error_headers(refused)], body
+
+    def _early_route(
+        self, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[Route, dict[str, str], str] | None:
+        if self.keys.enabled or tracing.enabled() or b"%" in url:
+            return None
+        if sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes:
+            return None  # 431 comes first
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        found = self.router.match(path)
+        route = found[0].get("POST") if found else None
+        if found is None or route is None or route.admit is None or route.protocol is None:
+            return None
+        return route, found[1], path
 
     def _identify(self, request: Request) -> int:
         authorization = request.header(b"authorization")
@@ -235,11 +312,7 @@ class App:
 
     async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)
-        headers: list[tuple[bytes, bytes]] = []
-        if isinstance(exc, Unauthorized):
-            headers.append((b"www-authenticate", b'Bearer realm="inferline"'))
-        if isinstance(exc, Overloaded):
-            headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+        headers = error_headers(exc)
         if status == 500:
             error_id = uuid.uuid4().hex
             log.error("engine error %s: %s", error_id, exc, exc_info=exc)

@@ -74,6 +74,12 @@ def routes(service: Service) -> list[Route]:
         result = tensors.outputs(sig, rows, names)
         await _respond(send, sig, body.get("id"), result, binary_out)
 
+    def admit(params: dict[str, str]) -> None:
+        # A full queue refuses before the body is read, as on the other protocols; an unknown
+        # model or version is still 404 first.
+        tensors.signature(service, params["name"], params.get("version", ""))
+        service.admit(params["name"])
+
     base = "/v2/models/{name}"
     version = base + "/versions/{version}"
     return [
@@ -84,8 +90,8 @@ def routes(service: Service) -> list[Route]:
         Route("GET", version, model_metadata),
         Route("GET", base + "/ready", model_ready),
         Route("GET", version + "/ready", model_ready),
-        Route("POST", base + "/infer", infer, protocol="oip_rest"),
-        Route("POST", version + "/infer", infer, protocol="oip_rest"),
+        Route("POST", base + "/infer", infer, protocol="oip_rest", admit=admit),
+        Route("POST", version + "/infer", infer, protocol="oip_rest", admit=admit),
     ]
 
 

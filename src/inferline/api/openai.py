@@ -95,7 +95,14 @@ def routes(service: Service) -> list[Route]:
         await send_json(send, 200, model_object)
 
     return [
-        Route("POST", "/v1/embeddings", embeddings, error_body, protocol="openai"),
+        Route(
+            "POST",
+            "/v1/embeddings",
+            embeddings,
+            error_body,
+            protocol="openai",
+            admit=lambda _: service.admit("embedding"),  # a full queue refuses before parsing
+        ),
         Route("GET", "/v1/models", models, error_body),
         Route("GET", "/v1/models/{model}", model, error_body),
     ]

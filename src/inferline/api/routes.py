@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from inferline.api.app import Route
 from inferline.api.http import Request, Send, send_bytes, send_json
 from inferline.api.validation import check_object, check_text, check_texts, deadline_of
@@ -13,7 +15,6 @@ def routes(service: Service) -> list[Route]:
     settings = service.settings
 
     async def predict(request: Request, send: Send) -> None:
-        service.admit("sentiment")  # a full queue refuses before the body is even parsed
         body = check_object(await request.json(), {"text", "texts"})
         deadline = deadline_of(request, settings)
         if "text" in body and "texts" in body:
@@ -30,7 +31,6 @@ def routes(service: Service) -> list[Route]:
             raise InvalidInput("missing field 'text' (a string) or 'texts' (a list of strings)")
 
     async def embed(request: Request, send: Send) -> None:
-        service.admit("embedding")
         body = check_object(await request.json(), {"texts"})
         if "texts" not in body:
             raise InvalidInput("missing field 'texts' (a list of strings)")
@@ -63,10 +63,13 @@ def routes(service: Service) -> list[Route]:
             send, 200, body, [(b"content-type", service.metrics.content_type.encode())]
         )
 
+    def admits(name: str) -> Callable[[dict[str, str]], object]:
+        return lambda _: service.admit(name)  # a full queue refuses before the body is read
+
     return [
         Route("GET", "/metrics", metrics),
-        Route("POST", "/predict", predict, protocol="rest"),
-        Route("POST", "/embed", embed, protocol="rest"),
+        Route("POST", "/predict", predict, protocol="rest", admit=admits("sentiment")),
+        Route("POST", "/embed", embed, protocol="rest", admit=admits("embedding")),
         Route("GET", "/health", alive),
         Route("GET", "/health/live", alive),
         Route("GET", "/health/ready", ready),

@@ -206,7 +206,7 @@ async def _guard(
         if record is not None:
             record.status = code.name
         if metrics is not None and code is not grpc.StatusCode.INTERNAL:
-            metrics.rejected.labels(reason_of(exc)).inc()
+            metrics.reject(reason_of(exc))
         if code is grpc.StatusCode.INTERNAL:
             error_id = uuid.uuid4().hex
             log.error("engine error %s: %s", error_id, exc, exc_info=exc)

@@ -151,6 +151,7 @@ class Metrics:
             GpuCollector.register_if_present(r)
         self._request_children: dict[tuple[str, str, str], tuple[Histogram, Counter]] = {}
         self._token_children: dict[str, Histogram] = {}
+        self._rejected_children: dict[str, Counter] = {}
         self._tracked: list[tuple[Gauge, Callable[[], float]]] = []
         self._refresher: threading.Thread | None = None
 
@@ -180,6 +181,13 @@ class Metrics:
             self._request_children[key] = children
         children[0].observe(duration)
         children[1].inc()
+
+    def reject(self, reason: str) -> None:
+        """Count one refusal (under overload there are thousands a second)."""
+        child = self._rejected_children.get(reason)
+        if child is None:
+            child = self._rejected_children[reason] = self.rejected.labels(reason)
+        child.inc()
 
     def observe_input_tokens(self, model: str, tokens: int) -> None:
         child = self._token_children.get(model)

@@ -1,0 +1,252 @@
+"""Refusals answered at the headers (App.early_refusal, api/wire.py): under overload a request
+to a full queue gets the same 429 as before, with no ASGI task, and the connection goes on.
+
+One lane runs one long batch of 64 texts, one more batch waits for it in the engine, and 64
+more texts wait in the queue: the queue stays full for the length of the first batch (about
+two seconds here), and the requests below arrive then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from tests.conftest import Server, ServerFactory
+
+QUEUE = 64
+LOADS = 3  # batches of QUEUE texts: one in the lane, one waiting for it, one queued
+LONG = " ".join(["the battery died after a week and the screen flickered"] * 40)
+SETTINGS = {
+    "INFERLINE_LANES": "1",
+    "INFERLINE_MAX_BATCH_SIZE": str(QUEUE),
+    "INFERLINE_MAX_BATCH_TOKENS": str(QUEUE * 256),
+    "INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE),
+    "INFERLINE_REQUEST_TIMEOUT_S": "120",
+}
+PREDICT = b'{"text": "great phone"}'
+
+
+@pytest.fixture(scope="module")
+def busy_server(server_factory: ServerFactory) -> Server:
+    return server_factory(SETTINGS)
+
+
+def depth(server: Server, model: str) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    found = re.search(rf'^inferline_queue_depth{{model="{model}"}} (\S+)$', text, re.M)
+    assert found, "no queue depth gauge"
+    return float(found.group(1))
+
+
+@contextmanager
+def saturated(server: Server, model: str) -> Iterator[None]:
+    """``model``'s queue is full inside the block (see the module's docstring). The three
+    loads end with 200 after it."""
+    path = "/predict" if model == "sentiment" else "/embed"
+    statuses: list[int] = []
+
+    def post() -> None:
+        body = {"texts": [LONG] * QUEUE}
+        while True:  # the last is refused until the first is in the lane
+            status = httpx.post(server.url + path, json=body, timeout=120).status_code
+            if status != 429:
+                statuses.append(status)
+                return
+            time.sleep(0.01)
+
+    loads = [threading.Thread(target=post) for _ in range(LOADS)]
+    for load in loads:
+        load.start()
+    deadline = time.monotonic() + 30
+    while not (depth(server, model) == QUEUE and stays_full(server, model)):
+        assert time.monotonic() < deadline, "the queue never filled"
+        time.sleep(0.002)
+    try:
+        yield
+        assert depth(server, model) == QUEUE, "the queue drained too soon: lengthen the batch"
+    finally:
+        for load in loads:
+            load.join()
+    assert statuses == [200] * LOADS
+
+
+def stays_full(server: Server, model: str) -> bool:
+    """Full for a while: not a load that the batcher is about to take (within 2 ms)."""
+    time.sleep(0.05)
+    return depth(server, model) == QUEUE
+
+
+def exchange(
+    sock: socket.socket, data: bytes, responses: int = 1
+) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send ``data`` and read ``responses`` whole HTTP/1.1 responses (Content-Length framed)."""
+    sock.sendall(data)
+    out: list[tuple[int, dict[str, str], bytes]] = []
+    buffer = b""
+    while len(out) < responses:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the connection after {len(out)} response(s)"
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        while len(buffer) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection mid-body"
+            buffer += chunk
+        out.append((status, headers, buffer[:length]))
+        buffer = buffer[length:]
+    return out
+
+
+def request(path: str, body: bytes, extra: str = "") -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+def connect(server: Server) -> socket.socket:
+    port = int(server.url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=30)
+
+
+def test_refusals_at_the_headers_keep_the_connection_going(busy_server: Server) -> None:
+    with saturated(busy_server, "sentiment"), connect(busy_server) as sock:
+        ((status, headers, body),) = exchange(sock, request("/predict", PREDICT))
+        assert status == 429
+        assert headers["content-type"] == "application/json"
+        assert headers["retry-after"].isdigit() and int(headers["retry-after"]) >= 1
+        assert "date" in headers and "connection" not in headers
+        assert json.loads(body)["error"].startswith("the sentiment queue is full")
+        # Not JSON at all: refused before the body is read, as the handler always did.
+        ((status, _, _),) = exchange(sock, request("/predict", b"\xff not json"))
+        assert status == 429
+        # The headers alone get the answer; the body that follows is skipped, and the
+        # next request on the connection is served.
+        head, _, body = request("/predict", PREDICT).partition(b"\r\n\r\n")
+        ((status, _, _),) = exchange(sock, head + b"\r\n\r\n")
+        assert status == 429
+        ((status, _, live),) = exchange(sock, body + b"GET /health/live HTTP/1.1\r\n\r\n")
+        assert status == 200 and json.loads(live) == {"status": "alive"}
+
+
+def test_chunked_and_pipelined_requests_are_answered_in_order(busy_server: Server) -> None:
+    chunked = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'7\r\n{"text"\r\n10\r\n: "great phone"}\r\n0\r\n\r\n'
+    )
+    pipelined = chunked + request("/predict", PREDICT) + b"GET /health/live HTTP/1.1\r\n\r\n"
+    with saturated(busy_server, "sentiment"), connect(busy_server) as sock:
+        answers = exchange(sock, pipelined, responses=3)
+    assert [status for status, _, _ in answers] == [429, 429, 200]
+
+
+def test_connection_close_and_http_1_0_close_after_the_refusal(busy_server: Server) -> None:
+    with saturated(busy_server, "sentiment"):
+        for extra, version in (("Connection: close\r\n", "1.1"), ("", "1.0")):
+            data = request("/predict", PREDICT, extra).replace(
+                b"HTTP/1.1", f"HTTP/{version}".encode(), 1
+            )
+            with connect(busy_server) as sock:
+                ((status, headers, _),) = exchange(sock, data)
+                assert status == 429 and headers["connection"] == "close"
+                assert sock.recv(1) == b"", "the connection stayed open"
+
+
+def test_every_protocol_refuses_a_full_queue_in_its_own_shape(busy_server: Server) -> None:
+    oip = b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["ok"]}]}'
+    with saturated(busy_server, "sentiment"), connect(busy_server) as sock:
+        for path in ("/v2/models/sentiment/infer", "/v2/models/sentiment/versions/1/infer"):
+            ((status, _, body),) = exchange(sock, request(path, oip))
+            assert status == 429 and "queue is full" in json.loads(body)["error"]
+        ((status, _, _),) = exchange(sock, request("/v2/models/sentiment/versions/9/infer", oip))
+        assert status == 404, "an unknown version is 404 whatever the queue"
+        ((status, _, _),) = exchange(sock, request("/embed", b'{"texts": ["ok"]}'))
+        assert status == 200, "the other model's queue has room"
+    openai = b'{"input": "ok", "model": "all-MiniLM-L6-v2"}'
+    with saturated(busy_server, "embedding"), connect(busy_server) as sock:
+        ((status, headers, body),) = exchange(sock, request("/v1/embeddings", openai))
+        assert status == 429 and headers["retry-after"].isdigit()
+        error = json.loads(body)["error"]
+        assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+        ((status, _, _),) = exchange(sock, request("/embed", b'{"texts": ["ok"]}'))
+        assert status == 429
+
+
+def test_refusals_at_the_headers_are_counted_and_logged(busy_server: Server) -> None:
+    def counts() -> tuple[float, float]:
+        text = httpx.get(busy_server.url + "/metrics").text
+        rejected = re.search(r'^inferline_rejected_total\{reason="queue_full"\} (\S+)$', text, re.M)
+        requests = re.search(
+            r'^inferline_requests_total\{model="none",protocol="rest",status="429"\} (\S+)$',
+            text,
+            re.M,
+        )
+        return (
+            float(rejected.group(1)) if rejected else 0.0,
+            float(requests.group(1)) if requests else 0.0,
+        )
+
+    before = counts()
+    with saturated(busy_server, "sentiment"), connect(busy_server) as sock:
+        mid = counts()
+        for _ in range(5):
+            ((status, _, _),) = exchange(sock, request("/predict?probe=1", PREDICT))
+            assert status == 429
+        after = counts()
+    assert after[0] - mid[0] == 5 and after[1] - mid[1] == 5
+    assert mid[0] >= before[0]
+    lines = [json.loads(line) for line in busy_server.output().splitlines() if line.startswith("{")]
+    probes = [
+        line for line in lines if line.get("path") == "/predict" and line.get("status") == "429"
+    ]
+    assert len(probes) >= 5
+
+
+def test_with_api_keys_a_missing_key_is_401_before_any_429(server_factory: ServerFactory) -> None:
+    server = server_factory({**SETTINGS, "INFERLINE_API_KEYS": "k1"})
+    auth = {"Authorization": "Bearer k1"}
+    statuses: list[int] = []
+
+    def post() -> None:
+        body = {"texts": [LONG] * QUEUE}
+        while True:
+            status = httpx.post(
+                server.url + "/predict", json=body, headers=auth, timeout=120
+            ).status_code
+            if status != 429:
+                statuses.append(status)
+                return
+            time.sleep(0.01)
+
+    loads = [threading.Thread(target=post) for _ in range(LOADS)]
+    for load in loads:
+        load.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (depth(server, "sentiment") == QUEUE and stays_full(server, "sentiment")):
+            assert time.monotonic() < deadline, "the queue never filled"
+        with connect(server) as sock:
+            ((status, headers, _),) = exchange(sock, request("/predict", PREDICT))
+            assert status == 401 and "www-authenticate" in headers
+            ((status, _, _),) = exchange(
+                sock, request("/predict", PREDICT, "Authorization: Bearer k1\r\n")
+            )
+            assert status == 429
+    finally:
+        for load in loads:
+            load.join()
+    assert statuses == [200] * LOADS
