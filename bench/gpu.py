@@ -11,7 +11,9 @@ and the manifest. In one run it:
 3. starts ``inferline serve`` with ``INFERLINE_DEVICE=cuda``, checks that ``/metrics``
    carries the GPU gauges and that the process holds GPU memory, and runs `single`,
    `multi` and `latency` (50% of `single`) against it with ``inferline bench`` clients,
-   once with the default batcher and once with larger GPU batches.
+   once with the default batcher and once with larger GPU batches, recording each
+   thread's CPU during `single`;
+4. runs ``REPLICAS`` servers on the one GPU at once, each with its own clients.
 
 The load generator is Python; closed-loop workloads run ``CLIENTS`` processes at once so
 that one client's event loop is not the limit.
@@ -38,6 +40,8 @@ from inferline.engines.onnx import pad_batch, providers_for
 from inferline.tokenizer import TextEncoder
 
 CLIENTS = 4
+REPLICAS = 3
+REPLICA_CLIENTS = 3  # `single` clients per replica: one Python client tops out near 1,000/s
 CONFIGS: dict[str, dict[str, str]] = {
     "defaults (batches of up to 16)": {},
     "GPU batches (up to 128 texts, 32k tokens)": {
@@ -155,7 +159,8 @@ def bench_clients(
     }
 
 
-def serve(model_dir: Path, data: Path, duration: float, extra: dict[str, str]) -> dict[str, Any]:
+def start(model_dir: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    """``inferline serve`` on CUDA; returns once it is ready, with its cold start."""
     port = free_port()
     env = {
         **os.environ,
@@ -169,20 +174,41 @@ def serve(model_dir: Path, data: Path, duration: float, extra: dict[str, str]) -
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "inferline.cli", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"inferline serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                return proc, url, time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the event loop (the main thread) and of all the other threads."""
+    out = {"event loop": 0.0, "other threads": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "event loop" if tid == str(pid) else "other threads"
+        out[name] += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def serve(model_dir: Path, data: Path, duration: float, extra: dict[str, str]) -> dict[str, Any]:
+    proc, url, cold = start(model_dir, extra)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"inferline serve exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        cold = time.monotonic() - started
         answer = httpx.post(url + "/predict", json={"text": "Great value, works perfectly."})
         answer.raise_for_status()
+        before = thread_cpu(proc.pid)
         single = bench_clients(url, "single", data, duration, connections=64 // CLIENTS)
+        after = thread_cpu(proc.pid)
+        single["thread_cores"] = {
+            name: round((after[name] - before[name]) / duration, 2) for name in after
+        }
         log(f"single: {single}")
         multi = bench_clients(url, "multi", data, duration, connections=2, clients=4)
         log(f"multi: {multi}")
@@ -207,6 +233,40 @@ def serve(model_dir: Path, data: Path, duration: float, extra: dict[str, str]) -
         proc.wait(60)
 
 
+def replicas(model_dir: Path, data: Path, duration: float, count: int) -> dict[str, Any]:
+    """``count`` servers on the one GPU, each loaded by its own clients at once: what
+    docs/deployment.md's several pods per GPU give."""
+    servers = [start(model_dir, {}) for _ in range(count)]
+    out: dict[str, Any] = {"replicas": count}
+    try:
+        for workload, connections, clients in (("single", 16, REPLICA_CLIENTS), ("multi", 2, 2)):
+
+            def load(
+                url: str, workload: str = workload, c: int = connections, n: int = clients
+            ) -> Any:
+                return bench_clients(url, workload, data, duration, connections=c, clients=n)
+
+            with ThreadPoolExecutor(count) as pool:
+                parts = list(pool.map(load, [url for _, url, _ in servers]))
+            out[workload] = {
+                "texts_per_s": sum(p["texts_per_s"] for p in parts),
+                "p50_ms": float(np.median([p["p50_ms"] for p in parts])),
+                "p99_ms": max(p["p99_ms"] for p in parts),
+                "non_2xx": sum(p["non_2xx"] for p in parts),
+                "errors": sum(p["errors"] for p in parts),
+                "clients": sum(p["clients"] for p in parts),
+                "per_replica": [round(p["texts_per_s"]) for p in parts],
+            }
+            log(f"{count} replicas, {workload}: {out[workload]}")
+        out["compute_apps"] = nvidia_smi("--query-compute-apps=pid,used_memory")
+    finally:
+        for proc, _, _ in servers:
+            proc.terminate()
+        for proc, _, _ in servers:
+            proc.wait(60)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
@@ -226,6 +286,8 @@ def main() -> None:
         log(f"service, {label}")
         report["service"][label] = serve(args.model_dir, args.texts, args.duration, extra)
         args.out.write_text(json.dumps(report, indent=2))
+    log(f"{REPLICAS} replicas")
+    report["replicas"] = replicas(args.model_dir, args.texts, args.duration, REPLICAS)
     args.out.write_text(json.dumps(report, indent=2))
     log(f"wrote {args.out}")
 

@@ -110,10 +110,41 @@ def section(run: dict[str, Any], source: str, commit: str) -> str:
         "did not raise throughput. To use a large GPU fully, run several replicas on it "
         "(time-slicing or MPS, docs/deployment.md) and send bulk work as `multi`-sized "
         "requests or through the queue.",
+        *_replicas(run, best),
         END,
         "",
     ]
     return "\n".join(lines)
+
+
+def _replicas(run: dict[str, Any], best: float) -> list[str]:
+    """Several servers on the one GPU (runs from before bench.gpu measured it have none)."""
+    rep = run.get("replicas")
+    if rep is None:
+        return []
+    lines = [
+        "",
+        f"{rep['replicas']} `inferline serve` processes on the one GPU at once, each loaded "
+        "by its own `inferline bench` clients (on `single`, 16 connections a client process; "
+        "on `multi`, 2 processes of 2 connections):",
+        "",
+        row("workload", "texts/s, all", "per process", "of raw", "p50 ms", "p99 ms", "non-2xx"),
+        row(*["---"] * 7),
+    ]
+    for key in ("single", "multi"):
+        r = rep[key]
+        lines.append(
+            row(
+                f"`{key}` ({r['clients']} client processes)",
+                f"{r['texts_per_s']:,.0f}",
+                ", ".join(f"{x:,}" for x in r["per_replica"]),
+                f"{r['texts_per_s'] / best:.3f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                str(r["non_2xx"] + r["errors"]),
+            )
+        )
+    return lines
 
 
 def main() -> None:
