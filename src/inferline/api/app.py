@@ -272,7 +272,9 @@ class App:
         try:
             route.admit(params)
         except Overloaded as exc:
-            refused = exc
+            # Without its traceback: the traceback holds this frame, which holds the error,
+            # a reference cycle per refusal for the garbage collector to find.
+            refused = exc.with_traceback(None)
         except InferlineError:  # 404, 503: rare; the normal path words them
             return None
         else:
