@@ -47,7 +47,7 @@ def depth(server: Server, model: str) -> float:
 
 
 @contextmanager
-def saturated(server: Server, model: str) -> Iterator[None]:
+def saturated(server: Server, model: str, headers: dict[str, str] | None = None) -> Iterator[None]:
     """``model``'s queue is full inside the block (see the module's docstring). The three
     loads end with 200 after it."""
     path = "/predict" if model == "sentiment" else "/embed"
@@ -56,7 +56,8 @@ def saturated(server: Server, model: str) -> Iterator[None]:
     def post() -> None:
         body = {"texts": [LONG] * QUEUE}
         while True:  # the last is refused until the first is in the lane
-            status = httpx.post(server.url + path, json=body, timeout=120).status_code
+            answer = httpx.post(server.url + path, json=body, headers=headers, timeout=120)
+            status = answer.status_code
             if status != 429:
                 statuses.append(status)
                 return
@@ -218,35 +219,9 @@ def test_refusals_at_the_headers_are_counted_and_logged(busy_server: Server) -> 
 
 def test_with_api_keys_a_missing_key_is_401_before_any_429(server_factory: ServerFactory) -> None:
     server = server_factory({**SETTINGS, "INFERLINE_API_KEYS": "k1"})
-    auth = {"Authorization": "Bearer k1"}
-    statuses: list[int] = []
-
-    def post() -> None:
-        body = {"texts": [LONG] * QUEUE}
-        while True:
-            status = httpx.post(
-                server.url + "/predict", json=body, headers=auth, timeout=120
-            ).status_code
-            if status != 429:
-                statuses.append(status)
-                return
-            time.sleep(0.01)
-
-    loads = [threading.Thread(target=post) for _ in range(LOADS)]
-    for load in loads:
-        load.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not (depth(server, "sentiment") == QUEUE and stays_full(server, "sentiment")):
-            assert time.monotonic() < deadline, "the queue never filled"
-        with connect(server) as sock:
-            ((status, headers, _),) = exchange(sock, request("/predict", PREDICT))
-            assert status == 401 and "www-authenticate" in headers
-            ((status, _, _),) = exchange(
-                sock, request("/predict", PREDICT, "Authorization: Bearer k1\r\n")
-            )
-            assert status == 429
-    finally:
-        for load in loads:
-            load.join()
-    assert statuses == [200] * LOADS
+    with saturated(server, "sentiment", {"Authorization": "Bearer k1"}), connect(server) as sock:
+        ((status, headers, _),) = exchange(sock, request("/predict", PREDICT))
+        assert status == 401 and "www-authenticate" in headers
+        keyed = request("/predict", PREDICT, "Authorization: Bearer k1\r\n")
+        ((status, _, _),) = exchange(sock, keyed)
+        assert status == 429

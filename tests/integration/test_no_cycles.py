@@ -57,6 +57,9 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
             await app(scope, receive, send)
             return sent
 
+        def watchers() -> list[asyncio.Task[object]]:
+            return [t for t in asyncio.all_tasks() if "_disconnect" in repr(t.get_coro())]
+
         gc.collect()
         gc.disable()
         try:
@@ -67,6 +70,7 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
             held.append(asyncio.ensure_future(call(*(f"queued {i}" for i in range(8)))))
             await asyncio.sleep(0.15)
             assert batcher.queue_depth == 8, "the queue is not full"
+            assert len(watchers()) == 3, "each held request has a disconnect watcher"
             for _ in range(50):
                 answer = app.early_refusal(b"POST", b"/predict", [(b"host", b"test")])
                 assert answer is not None and answer[0] == 429
@@ -74,6 +78,7 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
             for sent in await asyncio.gather(*held):
                 assert sent[0]["status"] == 200
             await asyncio.sleep(0.01)  # the watchers see the response complete and end
+            assert watchers() == [], "a disconnect watcher outlived its request"
             assert gc.collect() == 0, "the request path left objects in reference cycles"
         finally:
             gc.enable()
