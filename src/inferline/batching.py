@@ -310,6 +310,8 @@ class Batcher:
     async def _wait_to_fill(self) -> None:
         if not self._pending or self._is_full() or self._closing:
             return
+        if len(self._running) < self.limits.concurrency - 1:
+            return  # a lane is idle: waiting for company would leave it idle
         oldest = next(iter(self._pending.values()))
         if not oldest.dense:
             # It came after a quiet spell: another text is unlikely within max_delay, so

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     min_batch_size: int = Field(2, ge=1)
     """Texts a batch may take regardless of the padding rule."""
     max_delay_ms: float = Field(2.0, ge=0, le=10_000)
-    """How long the first queued text may wait for a batch to fill."""
+    """How long the first queued text may wait for a batch to fill, while every lane is busy
+    (with one idle, or after a quiet spell, a text runs at once)."""
     max_queue_items: int = Field(2048, ge=1)
     """Texts that may wait per model before new work is refused with 429."""
     max_queue_tokens: int = Field(262_144, ge=1)

@@ -302,19 +302,42 @@ def test_batch_reports_describe_each_batch() -> None:
 
 def test_a_text_after_a_quiet_spell_is_not_held_for_company() -> None:
     """Waiting for a batch to fill pays only under traffic: a text that came after a gap
-    longer than max_delay runs at once, while a text close behind another waits for more."""
+    longer than max_delay runs at once, while a text close behind another waits for more
+    when every lane is busy."""
 
     async def scenario() -> None:
         engine = CountingEngine()
-        b = make(engine, max_batch_size=8, max_delay=0.2)
+        engine.gate = asyncio.Event()  # the first batch holds the only lane
+        b = make(engine, max_batch_size=8, max_delay=0.2, concurrency=2)
         first = asyncio.ensure_future(b.submit(item(1)))
         await asyncio.sleep(0.05)  # with the wait, the first would still be queued here
         assert len(engine.batches) == 1
         second = asyncio.ensure_future(b.submit(item(2)))  # 50 ms behind: it waits
         await asyncio.sleep(0.05)
         third = asyncio.ensure_future(b.submit(item(3)))
+        await asyncio.sleep(0.2)
+        engine.gate.set()
         await asyncio.gather(first, second, third)
         assert [[int(i.ids[0]) for i in batch] for batch in engine.batches] == [[1], [2, 3]]
+        await b.close()
+
+    run(scenario)
+
+
+def test_a_text_is_not_held_for_company_while_a_lane_is_idle() -> None:
+    """Two lanes: with one busy, a text close behind another runs at once on the other."""
+
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        b = make(engine, max_batch_size=8, max_delay=0.2, concurrency=3)
+        first = asyncio.ensure_future(b.submit(item(1)))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(b.submit(item(2)))  # dense, but a lane is free
+        await asyncio.sleep(0.05)
+        assert [[int(i.ids[0]) for i in batch] for batch in engine.batches] == [[1], [2]]
+        engine.gate.set()
+        await asyncio.gather(first, second)
         await b.close()
 
     run(scenario)
