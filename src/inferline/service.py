@@ -249,7 +249,8 @@ class Service:
             raise Unavailable(self.not_ready_reason())
         if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
             return self.encoder.encode(texts)
-        return await asyncio.to_thread(self.encoder.encode, texts)
+        encode = functools.partial(self.encoder.encode, texts, release_gil=True)
+        return await asyncio.to_thread(encode)
 
     async def infer(
         self, name: str, texts: Sequence[str], deadline: float | None = None

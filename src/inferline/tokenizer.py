@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer, normalizers
 
 from inferline.types import Item
+from inferline.wordpiece import AsciiWordPiece
 
 # ASCII control characters that BertNormalizer's clean_text deletes (tab, newline and carriage
 # return it turns into spaces, which the pre-tokenizer splits on just the same).
@@ -33,6 +35,9 @@ class TextEncoder:
         if _is_bert_lowercase(self._tok):
             self._ascii = _load(spec)
             self._ascii.normalizer = normalizers.Lowercase()
+        # On the event loop, plain ASCII goes faster still through WordPiece in Python.
+        parsed = json.loads(spec)
+        self._python = AsciiWordPiece(parsed) if AsciiWordPiece.applies_to(parsed) else None
         self.max_tokens = max_tokens
         sep = self._tok.token_to_id("[SEP]")
         self._sep = np.array([sep if sep is not None else 102], dtype=np.int64)
@@ -42,8 +47,35 @@ class TextEncoder:
         """Whether plain ASCII texts skip the full normaliser."""
         return self._ascii is not None
 
-    def encode(self, texts: Sequence[str]) -> list[Item]:
+    def encode(self, texts: Sequence[str], *, release_gil: bool = False) -> list[Item]:
+        """Items for ``texts``, in order. ``release_gil`` keeps to the Rust tokenizer, which
+        lets other threads run; the default also uses the faster Python path, which holds
+        the GIL, as code on the event loop does anyway."""
         texts = list(texts)
+        if self._python is not None and not release_gil:
+            return self._python_items(texts, self._python)
+        return self._rust_items(texts)
+
+    def _python_items(self, texts: list[str], wordpiece: AsciiWordPiece) -> list[Item]:
+        items: list[Item | None] = []
+        rest = []
+        limit = self.max_tokens
+        for text in texts:
+            ids = wordpiece.ids(text.lower()) if _plain_ascii(text) else None
+            if ids is None:
+                rest.append(text)
+                items.append(None)
+            elif len(ids) > limit:
+                ids[limit - 1] = ids[-1]
+                items.append(Item(np.array(ids[:limit], dtype=np.int64), truncated=True, text=text))
+            else:
+                items.append(Item(np.array(ids, dtype=np.int64), text=text))
+        if not rest:
+            return items  # type: ignore[return-value]
+        others = iter(self._rust_items(rest))
+        return [item if item is not None else next(others) for item in items]
+
+    def _rust_items(self, texts: list[str]) -> list[Item]:
         fast = self._ascii
         if fast is None:
             return self._items(texts, self._tok)
