@@ -67,7 +67,9 @@ def backend(server_factory: ServerFactory) -> Server:
     return server_factory(FP32)
 
 
-@pytest.fixture(scope="module", params=["http", "grpc"])
+# "httpx" is OIP REST through httpx (``http2 = true``; the backend speaks HTTP/1.1, which
+# httpx falls back to), "http" through engines/http1.py.
+@pytest.fixture(scope="module", params=["http", "httpx", "grpc"])
 def gateway(
     request: pytest.FixtureRequest,
     backend: Server,
@@ -76,7 +78,10 @@ def gateway(
 ) -> Server:
     protocol = str(request.param)
     tmp = tmp_path_factory.mktemp(f"gateway-{protocol}")
-    config = models_config(tmp, upstream_url(backend, protocol), protocol)
+    if protocol == "httpx":
+        config = models_config(tmp, backend.url, "http", "http2 = true")
+    else:
+        config = models_config(tmp, upstream_url(backend, protocol), protocol)
     return server_factory({"INFERLINE_MODELS_CONFIG": str(config), **FP32})
 
 

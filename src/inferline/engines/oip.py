@@ -18,15 +18,17 @@ from __future__ import annotations
 import functools
 import itertools
 import secrets
+import ssl
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
 from inferline.engines.config import OipSpec, display
+from inferline.engines.http1 import ConnectTimeout, Http1Pool, UpstreamClosed
 from inferline.engines.remote import (
     BadRequest,
     Breaker,
@@ -140,54 +142,41 @@ class OipEngine:
 
 
 class _Http:
-    """OIP REST on an httpx transport (its connection pool, HTTP/2 optional), called
-    directly: the client's layers (redirects, cookies, auth flows, URL merging) cost about
-    as much as the request itself and do nothing here."""
+    """OIP REST over HTTP/1.1 keep-alive connections (engines/http1.py), or over httpx when
+    ``http2`` is set."""
 
     def __init__(self, spec: OipSpec, headers: dict[str, str]) -> None:
-        import httpx
-
-        quiet_httpx()
         self.spec = spec
         context = spec.ssl_context()
-        self.transport = httpx.AsyncHTTPTransport(
-            verify=context if context is not None else True,
-            http2=spec.http2,
-            limits=httpx.Limits(
+        self.pool: Http1Pool | _Httpx
+        if spec.http2:
+            self.pool = _Httpx(spec, context)
+        else:
+            if context is None and spec.url.startswith("https:"):
+                import httpx  # its trust store (certifi, SSL_CERT_FILE), as with http2
+
+                context = httpx.create_ssl_context()
+            self.pool = Http1Pool(
+                spec.url,
+                ssl_context=context,
                 max_connections=spec.max_connections,
-                max_keepalive_connections=spec.max_connections,
-            ),
-        )
-        self.base = spec.url.rstrip("/")
+                max_answer=MAX_MESSAGE,
+            )
         self.headers = list(headers.items())
         self.where = display(spec.url)
         self.version = f"/versions/{spec.remote_version}" if spec.remote_version else ""
-        self._urls: dict[str, httpx.URL] = {}  # parsed once per path
 
     async def _call(
         self, method: str, path: str, content: bytes, headers: list[tuple[str, str]], left: float
-    ) -> tuple[int, Any, bytes]:
-        import httpx
-
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.base + path)
+    ) -> tuple[int, Mapping[str, str], bytes]:
         connect = min(left, self.spec.connect_timeout_s)
-        timeout = {"connect": connect, "read": left, "write": left, "pool": left}
-        request = httpx.Request(
-            method, url, content=content, headers=headers, extensions={"timeout": timeout}
+        return await self.pool.request(
+            method, path, headers, content, seconds=left, connect_timeout=connect
         )
-        response = await self.transport.handle_async_request(request)
-        try:
-            return response.status_code, response.headers, await response.aread()
-        finally:
-            await response.aclose()
 
     async def infer(
         self, model: str, output: str, texts: list[str], deadline: float, *, batch_id: str
     ) -> Any:
-        import httpx
-
         body: dict[str, Any] = {
             "id": batch_id,
             "inputs": [
@@ -205,12 +194,12 @@ class _Http:
             status, response_headers, content = await self._call(
                 "POST", path, orjson.dumps(body), headers, left
             )
-        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
-            raise Retry(Unavailable(f"upstream {self.where}: {type(exc).__name__}")) from exc
-        except httpx.TimeoutException as exc:
+        except ConnectTimeout as exc:
+            raise Retry(Unavailable(f"upstream {self.where}: {exc}")) from exc
+        except TimeoutError as exc:  # the upstream may still be running it: not retried
             raise DeadlineExceeded(f"upstream {self.where} did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise EngineError(f"upstream {self.where}: {type(exc).__name__}") from exc
+        except OSError as exc:  # refused, reset, closed before an answer (UpstreamClosed)
+            raise Retry(Unavailable(f"upstream {self.where}: {_why(exc)}")) from exc
         if status == 200:
             return _parse_rest(content, response_headers.get(HEADER_LENGTH), output)
         where = f"upstream {self.where} answered {status}"
@@ -222,7 +211,69 @@ class _Http:
             raise Unavailable(f"/v2/health/ready answered {status}")
 
     async def close(self) -> None:
+        await self.pool.aclose()
+
+
+class _Httpx:
+    """httpx's transport, called directly (the client's layers, redirects, cookies, auth
+    flows and URL merging, cost about as much as the request and do nothing here), with its
+    errors in the terms of engines/http1.py."""
+
+    def __init__(self, spec: OipSpec, context: ssl.SSLContext | None) -> None:
+        import httpx
+
+        quiet_httpx()
+        self.transport = httpx.AsyncHTTPTransport(
+            verify=context if context is not None else True,
+            http2=spec.http2,
+            limits=httpx.Limits(
+                max_connections=spec.max_connections,
+                max_keepalive_connections=spec.max_connections,
+            ),
+        )
+        self.base = spec.url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per path
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        *,
+        seconds: float,
+        connect_timeout: float,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        import httpx
+
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base + path)
+        timeouts = {"connect": connect_timeout, "read": seconds, "write": seconds, "pool": seconds}
+        request = httpx.Request(
+            method, url, content=body, headers=headers, extensions={"timeout": timeouts}
+        )
+        try:
+            response = await self.transport.handle_async_request(request)
+            try:
+                return response.status_code, response.headers, await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.ConnectTimeout as exc:
+            raise ConnectTimeout(type(exc).__name__) from exc
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(type(exc).__name__) from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise UpstreamClosed(type(exc).__name__) from exc
+        except httpx.HTTPError as exc:
+            raise EngineError(f"upstream {display(str(url))}: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _why(exc: OSError) -> str:
+    return str(exc) if isinstance(exc, UpstreamClosed) else type(exc).__name__
 
 
 def _http_error(status: int, content: bytes, retry: str | None, where: str) -> Exception:
