@@ -1,21 +1,30 @@
-"""A client that goes away cancels its queued texts: the model never runs them."""
+"""A client that goes away cancels its queued texts: the model never runs them. Under
+inferline's own protocol the lost connection says so at once (the scope's ON_DISCONNECT
+hook); under another ASGI server a watcher task waits for http.disconnect."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
-import orjson
+import httpx
+import pytest
 
 from inferline.api.factory import create_app
 from inferline.api.http import Message
 from inferline.config import Settings
 from inferline.service import Service
 from inferline.types import FloatArray, Item
-from tests.conftest import model_dir
+from tests.conftest import Server, ServerFactory, model_dir
+from tests.integration.connection import Connection
 
 
-def test_disconnect_cancels_queued_texts() -> None:
+@pytest.mark.parametrize("hooked", [True, False], ids=["hook", "watcher"])
+def test_disconnect_cancels_queued_texts(hooked: bool) -> None:
     async def scenario() -> None:
         service = Service(Settings(model_dir=model_dir(), lanes=1, max_batch_size=1))
         await service.start()
@@ -32,35 +41,20 @@ def test_disconnect_cancels_queued_texts() -> None:
         batcher._infer = gated
         app = create_app(service.settings, service)
 
-        async def call(text: str, leave: asyncio.Event | None) -> list[Message]:
-            body = orjson.dumps({"text": text})
-            sent: list[Message] = []
-            first = True
-
-            async def receive() -> Message:
-                nonlocal first
-                if first:
-                    first = False
-                    return {"type": "http.request", "body": body, "more_body": False}
-                await (leave or asyncio.Event()).wait()
-                return {"type": "http.disconnect"}
-
-            async def send(message: Message) -> None:
-                sent.append(message)
-
-            scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
-            await app(scope, receive, send)
-            return sent
+        def call(text: str, connection: Connection | None = None) -> Awaitable[list[Message]]:
+            connection = connection or Connection(hooked)
+            return asyncio.ensure_future(connection.post(app, "/predict", {"text": text}))
 
         # lanes=1 lets two batches be in flight; both hold at the gate.
-        running = [asyncio.ensure_future(call(f"holding the lane {i}", None)) for i in range(2)]
+        running = [call(f"holding the lane {i}") for i in range(2)]
         await asyncio.sleep(0.1)
-        leave = asyncio.Event()
-        victim = asyncio.ensure_future(call("a client who will hang up " * 3, leave))
+        leaving = Connection(hooked)
+        victim = call("a client who will hang up " * 3, leaving)
         await asyncio.sleep(0.05)
         assert batcher.queue_depth == 1
-        leave.set()
+        leaving.lose()
         assert await victim == []  # no response: the client is gone
+        assert leaving.registered == []  # called and taken back: nothing is left behind
         assert batcher.queue_depth == 0
         gate.set()
         for done in await asyncio.gather(*running):
@@ -69,3 +63,66 @@ def test_disconnect_cancels_queued_texts() -> None:
         await service.close(grace=5)
 
     asyncio.run(scenario())
+
+
+def test_a_lost_connection_cancels_its_queued_texts_on_a_real_server(
+    server_factory: ServerFactory,
+) -> None:
+    """Through api/wire.py's protocol: one lane runs a long batch and another waits for it,
+    a client queues three texts and hangs up, and the queue empties while the lane is
+    still busy; the model never runs those texts."""
+    server = server_factory(
+        {
+            "INFERLINE_LANES": "1",
+            "INFERLINE_MAX_BATCH_SIZE": "64",
+            "INFERLINE_MAX_BATCH_TOKENS": str(64 * 256),
+            "INFERLINE_REQUEST_TIMEOUT_S": "120",
+        }
+    )
+    long = " ".join(["the battery died after a week and the screen flickered"] * 40)
+    statuses: list[int] = []
+
+    def load() -> None:
+        answer = httpx.post(server.url + "/predict", json={"texts": [long] * 64}, timeout=120)
+        statuses.append(answer.status_code)
+
+    loads = [threading.Thread(target=load) for _ in range(2)]
+    before = sample(server, BATCHED)
+    for running, thread in enumerate(loads, 1):
+        thread.start()
+        wait_until(lambda: sample(server, INFLIGHT) == running)  # noqa: B023 - awaited here
+        wait_until(lambda: sample(server, DEPTH) == 0)
+    body = b'{"texts": ["hanging up 1", "hanging up 2", "hanging up 3"]}'
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        wait_until(lambda: sample(server, DEPTH) == 3)
+    wait_until(lambda: sample(server, DEPTH) == 0)
+    assert all(thread.is_alive() for thread in loads), "the lane finished first: lengthen it"
+    for thread in loads:
+        thread.join()
+    assert statuses == [200, 200]
+    assert sample(server, BATCHED) - before == 128  # not 131
+    assert httpx.get(server.url + "/health/ready").status_code == 200
+
+
+BATCHED = 'inferline_batch_size_sum{model="sentiment"}'
+DEPTH = 'inferline_queue_depth{model="sentiment"}'
+INFLIGHT = "inferline_inflight_requests"
+
+
+def sample(server: Server, series: str) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert found, f"no {series} in /metrics"
+    return float(found.group(1))
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.002)

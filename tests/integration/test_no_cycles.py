@@ -7,7 +7,7 @@ import asyncio
 import gc
 from collections.abc import Sequence
 
-import orjson
+import pytest
 
 from inferline.api.factory import create_app
 from inferline.api.http import Message
@@ -15,9 +15,14 @@ from inferline.config import Settings
 from inferline.service import Service
 from inferline.types import FloatArray, Item
 from tests.conftest import model_dir
+from tests.integration.connection import Connection
 
 
-def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
+@pytest.mark.parametrize("hooked", [True, False], ids=["hook", "watcher"])
+def test_refusals_and_slow_requests_leave_no_cyclic_garbage(hooked: bool) -> None:
+    """``hooked``: the scope carries api/wire.py's ON_DISCONNECT hook, as under inferline's
+    own protocol, and no watcher task starts; otherwise one does after 50 ms."""
+
     async def scenario() -> None:
         # A queue of 8 texts: the warm-up's size.
         settings = Settings(model_dir=model_dir(), lanes=1, max_batch_size=1, max_queue_items=8)
@@ -34,28 +39,11 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
         batcher._infer = gated
         app = create_app(settings, service)
 
+        connections: list[Connection] = []
+
         async def call(*texts: str) -> list[Message]:
-            """One request as uvicorn serves it: once the response is complete, receive()
-            answers http.disconnect."""
-            sent: list[Message] = []
-            complete = asyncio.Event()
-            body = orjson.dumps({"texts": list(texts)})
-            messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-            async def receive() -> Message:
-                if messages:
-                    return messages.pop()
-                await complete.wait()
-                return {"type": "http.disconnect"}
-
-            async def send(message: Message) -> None:
-                sent.append(message)
-                if message["type"] == "http.response.body" and not message.get("more_body"):
-                    complete.set()
-
-            scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
-            await app(scope, receive, send)
-            return sent
+            connections.append(Connection(hooked))
+            return await connections[-1].post(app, "/predict", {"texts": list(texts)})
 
         def watchers() -> list[asyncio.Task[object]]:
             return [t for t in asyncio.all_tasks() if "_disconnect" in repr(t.get_coro())]
@@ -70,7 +58,11 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
             held.append(asyncio.ensure_future(call(*(f"queued {i}" for i in range(8)))))
             await asyncio.sleep(0.15)
             assert batcher.queue_depth == 8, "the queue is not full"
-            assert len(watchers()) == 3, "each held request has a disconnect watcher"
+            if hooked:
+                registered = [c for c in connections if c.registered]
+                assert watchers() == [] and len(registered) == 3, "each held request is hooked"
+            else:
+                assert len(watchers()) == 3, "each held request has a disconnect watcher"
             for _ in range(50):
                 answer = app.early_refusal(b"POST", b"/predict", [(b"host", b"test")])
                 assert answer is not None and answer[0] == 429
@@ -79,6 +71,8 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage() -> None:
                 assert sent[0]["status"] == 200
             await asyncio.sleep(0.01)  # the watchers see the response complete and end
             assert watchers() == [], "a disconnect watcher outlived its request"
+            left = [c.registered for c in connections if c.registered]
+            assert left == [], "a request left its disconnect callback registered"
             assert gc.collect() == 0, "the request path left objects in reference cycles"
         finally:
             gc.enable()

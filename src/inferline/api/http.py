@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = (b"content-type", b"application/json")
 WATCH_AFTER = 0.05  # seconds
+# A scope key: ``hook(callback)`` has the server call ``callback()`` if the connection is
+# lost, ``hook(callback, remove=True)`` takes it back (api/wire.py provides it).
+ON_DISCONNECT = "inferline.on_disconnect"
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 INFLATE_INLINE_BYTES = 65536  # larger compressed bodies inflate off the event loop
 
@@ -33,7 +37,7 @@ class Request:
     responding: bool = False  # the response has started: a disconnect no longer cancels
     status: int = 0  # of the response, once started
     disconnected: bool = False
-    watcher: asyncio.Task[None] | asyncio.TimerHandle | None = None
+    watcher: asyncio.Task[None] | asyncio.TimerHandle | Callable[[], None] | None = None
 
     @property
     def method(self) -> str:
@@ -74,13 +78,21 @@ class Request:
         """Once the body is read, a client that goes away cancels the handler, and with it
         the request's queued texts: the model never runs them.
 
-        The watcher task starts only if the request is still running after WATCH_AFTER:
-        a task per request cost ~5% of throughput, and a request that finishes sooner has
-        nothing left to cancel."""
+        Under inferline's own protocol (api/wire.py) the connection says when it is lost,
+        which costs nothing per request. Elsewhere a watcher task waits for uvicorn's
+        http.disconnect; it starts only if the request is still running after WATCH_AFTER,
+        since a task per request cost ~5% of throughput, and a request that finishes sooner
+        has nothing left to cancel."""
         handler = asyncio.current_task()
-        if handler is not None and self.watcher is None:
-            loop = asyncio.get_running_loop()
-            self.watcher = loop.call_later(WATCH_AFTER, self._start_watcher, handler)
+        if handler is None or self.watcher is not None:
+            return
+        hook = self.scope.get(ON_DISCONNECT)
+        if hook is not None:
+            self.watcher = functools.partial(self._gone, handler)
+            hook(self.watcher)
+            return
+        loop = asyncio.get_running_loop()
+        self.watcher = loop.call_later(WATCH_AFTER, self._start_watcher, handler)
 
     def _start_watcher(self, handler: asyncio.Task[Any]) -> None:
         if not self.responding:
@@ -92,16 +104,23 @@ class Request:
         # CancelledError, its traceback and the task in a reference cycle, one per request
         # still running after WATCH_AFTER: under overload that was most of the collector's
         # work, and its full collections held the loop for 20 to 35 ms.
-        if isinstance(self.watcher, asyncio.TimerHandle):
-            self.watcher.cancel()
+        watcher = self.watcher
+        if isinstance(watcher, asyncio.TimerHandle):
+            watcher.cancel()
+        elif isinstance(watcher, functools.partial):
+            self.scope[ON_DISCONNECT](watcher, remove=True)
+            self.watcher = None  # it refers to this request: no cycle left behind
+
+    def _gone(self, handler: asyncio.Task[Any]) -> None:
+        if not self.responding:
+            self.disconnected = True
+            handler.cancel()
 
     async def _disconnect(self, handler: asyncio.Task[Any]) -> None:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                if not self.responding:
-                    self.disconnected = True
-                    handler.cancel()
+                self._gone(handler)
                 return
 
     async def json(self) -> Any:

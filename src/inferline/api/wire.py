@@ -19,7 +19,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from inferline.api.framing import BodyDecoder, FramingError
-from inferline.api.http import Receive, Scope, Send, send_json
+from inferline.api.http import ON_DISCONNECT, Receive, Scope, Send, send_json
 
 
 class _Gathered:
@@ -90,6 +90,7 @@ class GatheringProtocol(HttpToolsProtocol):
         self.declined: BodyDecoder | None = None  # the body after a declined Upgrade
         self.early: EarlyAnswer | None = getattr(self.app, "early_refusal", None)
         self.answered = False  # the request in progress was answered at its headers
+        self.on_lost: Callable[[], None] | None = None  # the running handler's, if any
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -138,7 +139,22 @@ class GatheringProtocol(HttpToolsProtocol):
         gathered: Any = _Gathered(transport, self.loop)
         super().connection_made(gathered)
 
+    def _on_disconnect(self, callback: Callable[[], None], *, remove: bool = False) -> None:
+        """The scope's ON_DISCONNECT hook (api/http.py): a handler's callback for a lost
+        connection, in place of a watcher task waiting for http.disconnect."""
+        if not remove:
+            self.on_lost = callback
+        elif self.on_lost is callback:
+            self.on_lost = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        callback, self.on_lost = self.on_lost, None
+        super().connection_lost(exc)
+        if callback is not None:
+            callback()
+
     def on_headers_complete(self) -> None:
+        self.scope[ON_DISCONNECT] = self._on_disconnect  # type: ignore[literal-required]
         cap = self.cap
         if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
             if self.early is None or not self._answered_early():
