@@ -257,6 +257,14 @@ async def test_at_most_max_connections_are_open() -> None:
     assert upstream.connections == 2
 
 
+@run
+async def test_a_header_with_a_line_break_is_refused_before_sending() -> None:
+    p = pool("http://127.0.0.1:9")  # never connected to
+    bad = [("x-route", "a\r\nx-injected: 1")]
+    with pytest.raises(ValueError, match="line break"):
+        await p.request("GET", "/", bad, b"", seconds=1, connect_timeout=1)
+
+
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
         pool("grpc://127.0.0.1:8001")

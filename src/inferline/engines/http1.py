@@ -149,7 +149,11 @@ class Http1Pool:
         head = [f"{method} {self._prefix}{path} HTTP/1.1\r\nhost: {self._authority}\r\n"]
         head += [f"{name}: {value}\r\n" for name, value in headers]
         head.append(f"content-length: {len(body)}\r\n\r\n")
-        request = "".join(head).encode("latin-1") + body
+        text = "".join(head)
+        lines = len(headers) + 4  # the request line, host, the headers, length, the blank
+        if text.count("\n") != lines or text.count("\r") != lines:
+            raise ValueError("a line break in the path or a header")  # no injected lines
+        request = text.encode("latin-1") + body
         async with asyncio.timeout(seconds), self._slots:
             while True:
                 conn = self._reuse()
