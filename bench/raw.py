@@ -18,6 +18,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from inferline.engines.onnx import pad_batch
+from inferline.engines.packing import pack_batch
 from inferline.tokenizer import TextEncoder
 from inferline.types import Item
 
@@ -27,23 +28,33 @@ class Config:
     lanes: int
     threads: int
     batch: int
+    pack: int = 0  # >0: each batch packed into rows this wide, as the engine does
 
     def label(self) -> str:
-        return f"{self.lanes} lane(s) x {self.threads} thread(s), sorted batches of {self.batch}"
+        packed = f", packed in rows of {self.pack}" if self.pack else ""
+        lanes = f"{self.lanes} lane(s) x {self.threads} thread(s)"
+        return f"{lanes}, sorted batches of {self.batch}{packed}"
 
 
-CONFIGS = [Config(2, 1, 8), Config(2, 1, 16), Config(1, 2, 16)]
+CONFIGS = [Config(2, 1, 8), Config(2, 1, 16), Config(1, 2, 16), Config(2, 1, 16, pack=48)]
 
 
 def measure(model: Path, encoder: TextEncoder, texts: list[str], cfg: Config) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = cfg.threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine
+    # The pool's threads start after this and inherit its floating-point mode.
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    plain, packed = (o.name for o in session.get_outputs())
 
     def run(batch: list[Item]) -> None:
-        ids, mask = pad_batch(batch)
-        session.run(None, {"input_ids": ids, "attention_mask": mask})
+        if cfg.pack:
+            ids, segments, _, _ = pack_batch(batch, cfg.pack)
+            session.run([packed], {"input_ids": ids, "attention_mask": segments})
+        else:
+            ids, mask = pad_batch(batch)
+            session.run([plain], {"input_ids": ids, "attention_mask": mask})
 
     run(encoder.encode(texts[:8]))  # warm-up
     started = time.perf_counter()

@@ -11,6 +11,7 @@ sees them. Results are set only on futures that are not done yet.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import itertools
@@ -19,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from inferline.engines.packing import packed_tokens
 from inferline.errors import (
     DeadlineExceeded,
     EngineError,
@@ -51,6 +53,8 @@ class BatcherLimits:
     max_queue_items: int = 2048
     max_queue_tokens: int = 262_144
     concurrency: int = 3
+    pack_width: int = 0  # >0: the engine packs texts into rows this wide (fill_rows)
+    pack_rows: int = 6
 
 
 def grow(lengths: Sequence[int], start: int, limits: BatcherLimits) -> tuple[int, int]:
@@ -84,6 +88,34 @@ def grow(lengths: Sequence[int], start: int, limits: BatcherLimits) -> tuple[int
             lo -= 1
         real += length
     return lo, hi
+
+
+def fill_rows(lengths: Sequence[int], start: int, limits: BatcherLimits) -> list[int]:
+    """Choose texts for packed rows (engines/packing.py) around ``lengths[start]``
+    (``lengths`` sorted); returns their indices.
+
+    Rows are ``pack_width`` tokens wide, or as wide as that text. Each row is filled best
+    fit: the longest text that still fits, until none does; then a new row starts with the
+    longest text that fits a whole row. Padding is only what no waiting text fits into.
+    """
+    width = max(limits.pack_width, lengths[start])
+    most_rows = max(1, min(limits.pack_rows, limits.max_batch_tokens // width))
+    free = [*lengths[:start], *lengths[start + 1 :]]
+    where = [*range(start), *range(start + 1, len(lengths))]
+    chosen = [start]
+    room, rows = width - lengths[start], 1
+    while len(chosen) < limits.max_batch_size and free:
+        k = bisect.bisect_right(free, room) - 1
+        if k < 0:
+            if rows == most_rows:
+                break
+            k = bisect.bisect_right(free, width) - 1
+            if k < 0:
+                break
+            rows, room = rows + 1, width
+        room -= free.pop(k)
+        chosen.append(where.pop(k))
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,8 +375,12 @@ class Batcher:
             return []
         anchor = window[0]
         ordered = sorted(window, key=lambda e: e.item.tokens)
-        lo, hi = grow([e.item.tokens for e in ordered], ordered.index(anchor), limits)
-        batch = ordered[lo : hi + 1]
+        lengths = [e.item.tokens for e in ordered]
+        if limits.pack_width > 0:
+            batch = [ordered[i] for i in fill_rows(lengths, ordered.index(anchor), limits)]
+        else:
+            lo, hi = grow(lengths, ordered.index(anchor), limits)
+            batch = ordered[lo : hi + 1]
         for entry in batch:
             self._discard(entry.seq)
         return batch
@@ -398,13 +434,16 @@ class Batcher:
                 entry.record.batched(started - entry.enqueued, duration)
         if self._on_batch is None:
             return
-        tokens = sum(e.item.tokens for e in batch)
-        longest = max(e.item.tokens for e in batch)
+        lengths = [e.item.tokens for e in batch]
+        if self.limits.pack_width > 0:
+            padded = packed_tokens(lengths, self.limits.pack_width)
+        else:
+            padded = max(lengths) * len(batch)
         self._on_batch(
             BatchReport(
                 size=len(batch),
-                tokens=tokens,
-                padded_tokens=longest * len(batch),
+                tokens=sum(lengths),
+                padded_tokens=padded,
                 queue_waits=[started - e.enqueued for e in batch],
                 duration=duration,
                 failed=failed,

@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Tokens in a packed row, unless a text is longer: about two review texts (32 to 64 were
+# slower on 2 cores; docs/architecture.md, "Packed rows").
+PACK_WIDTH = 48
+
 
 def default_model_dir() -> Path:
     return Path.home() / ".cache" / "inferline" / "models" / "all-MiniLM-L6-v2"
@@ -64,6 +68,13 @@ class Settings(BaseSettings):
     tokens (padding costs as much compute as real tokens)."""
     min_batch_size: int = Field(2, ge=1)
     """Texts a batch may take regardless of the padding rule."""
+    pack_width: int = Field(PACK_WIDTH, ge=0, le=4096)
+    """Tokens in a packed row: short texts share rows this wide (or as wide as the batch's
+    longest text) instead of being padded, and the padding rule no longer applies. 0 pads
+    each batch to its longest text instead. Local ONNX engine only."""
+    pack_rows: int = Field(6, ge=1, le=4096)
+    """Most packed rows in one model call (about 6 x 48 tokens is the fastest call size on
+    a CPU core here; raise it with max_batch_size on a GPU)."""
     max_delay_ms: float = Field(2.0, ge=0, le=10_000)
     """How long the first queued text may wait for a batch to fill, while every lane is busy
     (with one idle, or after a quiet spell, a text runs at once)."""

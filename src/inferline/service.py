@@ -124,6 +124,7 @@ class Service:
             max_queue_items=s.max_queue_items,
             max_queue_tokens=max(s.max_queue_tokens, manifest.max_tokens),
             concurrency=s.lanes + 1,  # set per engine below
+            pack_rows=s.pack_rows,
         )
         tasks: dict[str, Task] = {
             "embedding": EmbeddingTask(),
@@ -141,6 +142,8 @@ class Service:
                 # Padding costs compute only where the batch is padded; a remote engine's
                 # upstream batches on its own, so its batches only need to be full.
                 max_padding_ratio=limits.max_padding_ratio if info.pads else math.inf,
+                # An engine that packs rows wastes no padding: the batcher fills its rows.
+                pack_width=info.row_width,
             )
             hook = self.metrics.batch_observer(name, info.engine)
             batcher = Batcher(

@@ -76,6 +76,7 @@ def test_a_lost_connection_cancels_its_queued_texts_on_a_real_server(
             "INFERLINE_LANES": "1",
             "INFERLINE_MAX_BATCH_SIZE": "64",
             "INFERLINE_MAX_BATCH_TOKENS": str(64 * 256),
+            "INFERLINE_PACK_ROWS": "64",  # a request's 64 long texts make one batch
             "INFERLINE_REQUEST_TIMEOUT_S": "120",
         }
     )

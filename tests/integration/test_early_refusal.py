@@ -28,6 +28,7 @@ SETTINGS = {
     "INFERLINE_LANES": "1",
     "INFERLINE_MAX_BATCH_SIZE": str(QUEUE),
     "INFERLINE_MAX_BATCH_TOKENS": str(QUEUE * 256),
+    "INFERLINE_PACK_ROWS": str(QUEUE),  # one long text a row: a load is one batch
     "INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE),
     "INFERLINE_REQUEST_TIMEOUT_S": "120",
 }

@@ -49,6 +49,8 @@ def create_engine(
         lanes=s.lanes,
         intra_op_threads=s.intra_op_threads,
         nice=s.lane_nice,
+        packed_output=graph.packed_output,
+        pack_width=s.pack_width,
     )
 
 

@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from inferline.errors import ModelBuildError
 from inferline.modelrepo.data import LABELS
-from inferline.modelrepo.manifest import GraphSpec, Manifest, sha256_file
+from inferline.modelrepo.manifest import GraphSpec, Manifest, packed_name, sha256_file
 
-BUILD_VERSION = "4"  # bump whenever the export changes, so that old directories rebuild
+if TYPE_CHECKING:
+    from inferline.tokenizer import TextEncoder
+
+BUILD_VERSION = "5"  # bump whenever the export changes, so that old directories rebuild
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with sequences of at most 256 tokens
 EMBEDDING_DIM = 384
 T = TypeVar("T")
@@ -117,33 +120,8 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
         )
         ref_log = verify.reference(sentiment, encoder)
         summaries = progress.run(
-            "verifying ONNX outputs against PyTorch",
-            lambda: [
-                verify.check_embeddings(
-                    "model.onnx",
-                    ref_emb,
-                    verify.run_onnx(work / "model.onnx", encoder),
-                    quantized=False,
-                ),
-                verify.check_embeddings(
-                    "model.int8.onnx",
-                    ref_emb,
-                    verify.run_onnx(work / "model.int8.onnx", encoder),
-                    quantized=True,
-                ),
-                verify.check_probabilities(
-                    "sentiment.onnx",
-                    ref_log,
-                    verify.run_onnx(work / "sentiment.onnx", encoder),
-                    quantized=False,
-                ),
-                verify.check_probabilities(
-                    "sentiment.int8.onnx",
-                    ref_log,
-                    verify.run_onnx(work / "sentiment.int8.onnx", encoder),
-                    quantized=True,
-                ),
-            ],
+            "verifying ONNX outputs against PyTorch, padded and packed",
+            lambda: _verify(work, encoder, ref_emb, ref_log),
         )
         for line in summaries:
             print(f"      {line}", file=out)
@@ -154,6 +132,22 @@ def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> 
         raise
     print(f"model directory ready: {model_dir}", file=out)
     return manifest
+
+
+def _verify(work: Path, encoder: TextEncoder, ref_emb: Any, ref_log: Any) -> list[str]:
+    from inferline.modelrepo import verify
+
+    summaries = []
+    for packed in (False, True):
+        for file, quantized in (("model.onnx", False), ("model.int8.onnx", True)):
+            got = verify.run_onnx(work / file, encoder, packed=packed)
+            name = f"{file}{' (packed)' if packed else ''}"
+            summaries.append(verify.check_embeddings(name, ref_emb, got, quantized=quantized))
+        for file, quantized in (("sentiment.onnx", False), ("sentiment.int8.onnx", True)):
+            got = verify.run_onnx(work / file, encoder, packed=packed)
+            name = f"{file}{' (packed)' if packed else ''}"
+            summaries.append(verify.check_probabilities(name, ref_log, got, quantized=quantized))
+    return summaries
 
 
 def _manifest(work: Path, expected: str) -> Manifest:
@@ -170,11 +164,13 @@ def _manifest(work: Path, expected: str) -> Manifest:
                 files={"fp32": "model.onnx", "int8": "model.int8.onnx"},
                 output="sentence_embedding",
                 output_dim=EMBEDDING_DIM,
+                packed_output=packed_name("sentence_embedding"),
             ),
             "sentiment": GraphSpec(
                 files={"fp32": "sentiment.onnx", "int8": "sentiment.int8.onnx"},
                 output="probabilities",
                 output_dim=len(LABELS),
+                packed_output=packed_name("probabilities"),
             ),
         },
         files={p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file()},

@@ -64,6 +64,7 @@ def score(gold: IntArray, predicted: IntArray, polarity: npt.NDArray[np.float64]
 
 
 def model_scores(examples: Sequence[Example], model_dir: Path, precision: str = "int8") -> Scores:
+    from inferline.config import PACK_WIDTH
     from inferline.engines.onnx import OnnxEngine
     from inferline.tokenizer import TextEncoder
 
@@ -75,6 +76,8 @@ def model_scores(examples: Sequence[Example], model_dir: Path, precision: str = 
         output=spec.output,
         output_dim=spec.output_dim,
         max_tokens=manifest.max_tokens,
+        packed_output=spec.packed_output,  # as served: short texts share rows
+        pack_width=PACK_WIDTH,
     )
     encoder = TextEncoder(model_dir / manifest.tokenizer, manifest.max_tokens)
     items = encoder.encode([e.text for e in examples])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from inferline.modelrepo.torchmodel import Encoder
+from inferline.modelrepo.manifest import packed_name
+from inferline.modelrepo.torchmodel import Encoder, Exported
 
 INPUTS = ["input_ids", "attention_mask"]
 OPSET = 17
@@ -17,20 +18,24 @@ OPSET = 17
 
 def export_onnx(model: Encoder, path: Path, output: str) -> None:
     """Trace to ONNX. The TorchScript exporter gives a graph that runs about 20% faster
-    here than the torch.export-based one; the model's explicit mask keeps it correct."""
-    ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
+    here than the torch.export-based one; the model's explicit mask keeps it correct.
+
+    Two outputs: ``output`` (one row per batch row) and its packed form, [rows, texts per
+    row, dim] (torchmodel.Encoder)."""
+    ids = torch.tensor([[101, 7592, 102, 101, 2088, 102], [101, 7592, 102, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 2, 2, 2], [1, 1, 1, 0, 0, 0]])
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     axes[output] = {0: "batch"}
+    axes[packed_name(output)] = {0: "batch", 1: "texts"}
     model.eval()
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tracer notes on shapes that are static here
         torch.onnx.export(
-            model,
+            Exported(model).eval(),
             (ids, mask),
             str(path),
             input_names=INPUTS,
-            output_names=[output],
+            output_names=[output, packed_name(output)],
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,

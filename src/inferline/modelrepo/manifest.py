@@ -12,13 +12,14 @@ MANIFEST = "manifest.json"
 
 
 class GraphSpec(BaseModel):
-    """One exported model: its files per precision, and its single output."""
+    """One exported model: its files per precision, and its output."""
 
     model_config = ConfigDict(frozen=True)
 
     files: dict[str, str]  # precision -> file name
     output: str
     output_dim: int
+    packed_output: str | None = None  # the same, for packed rows (engines/packing.py)
 
 
 class Manifest(BaseModel):
@@ -59,6 +60,11 @@ class Manifest(BaseModel):
             elif sha256_file(path) != digest:
                 found.append(f"{name} does not match its checksum")
         return found
+
+
+def packed_name(output: str) -> str:
+    """The name of an output's packed form in an exported graph."""
+    return f"{output}_packed"
 
 
 def sha256_file(path: Path) -> str:

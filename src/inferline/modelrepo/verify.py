@@ -8,7 +8,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from inferline.config import PACK_WIDTH
 from inferline.engines.onnx import pad_batch
+from inferline.engines.packing import pack_batch
 from inferline.errors import ModelBuildError
 from inferline.modelrepo.torchmodel import Encoder
 from inferline.tokenizer import TextEncoder
@@ -61,19 +63,28 @@ def reference(model: Encoder, encoder: TextEncoder) -> FloatArray:
     return out
 
 
-def run_onnx(path: Path, encoder: TextEncoder, batch: int = 8) -> FloatArray:
-    """Run as the server does: length-sorted batches. Dynamic int8 scales activations per
-    batch, so one long text padded next to short ones would lower their fidelity."""
+def run_onnx(
+    path: Path, encoder: TextEncoder, batch: int = 8, *, packed: bool = False
+) -> FloatArray:
+    """Run as the server does: length-sorted batches, padded or packed into rows
+    (engines/packing.py). Dynamic int8 scales activations per batch, so one long text padded
+    next to short ones would lower their fidelity."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    plain, packed_output = (o.name for o in session.get_outputs())
     items = encoder.encode(SENTENCES)
     order = sorted(range(len(items)), key=lambda i: items[i].tokens)
     rows: dict[int, FloatArray] = {}
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        ids, mask = pad_batch([items[i] for i in idx])
-        out = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        if packed:
+            ids, segments, row, slot = pack_batch([items[i] for i in idx], PACK_WIDTH)
+            feeds = {"input_ids": ids, "attention_mask": segments}
+            out = session.run([packed_output], feeds)[0][row, slot]
+        else:
+            ids, mask = pad_batch([items[i] for i in idx])
+            out = session.run([plain], {"input_ids": ids, "attention_mask": mask})[0]
         rows.update(zip(idx, out, strict=True))
     return np.stack([rows[i] for i in range(len(items))])
 

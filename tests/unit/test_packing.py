@@ -1,0 +1,113 @@
+"""Packed rows: the engine's layout (engines/packing.py) and the batcher's choice of texts
+for them (batching.fill_rows)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inferline.batching import Batcher, BatcherLimits, fill_rows
+from inferline.engines.packing import pack_batch, pack_rows, packed_tokens
+from inferline.types import Item
+from tests.unit.fakes import CountingEngine
+
+
+def text(length: int, first: int = 1) -> Item:
+    return Item(np.arange(first, first + length, dtype=np.int64))
+
+
+def test_short_texts_share_rows_first_fit_decreasing() -> None:
+    assert pack_rows([10, 30, 20, 15, 40], 48) == [[4], [1, 3], [2, 0]]
+
+
+def test_a_text_longer_than_the_row_gets_a_row_of_its_own() -> None:
+    assert pack_rows([100, 5], 48) == [[0], [1]]
+
+
+@given(st.lists(st.integers(1, 256), min_size=1, max_size=40), st.integers(1, 128))
+def test_every_text_is_placed_once_and_no_shared_row_overflows(
+    lengths: list[int], width: int
+) -> None:
+    rows = pack_rows(lengths, width)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    for row in rows:
+        assert len(row) == 1 or sum(lengths[i] for i in row) <= width
+
+
+def test_the_batch_layout_numbers_texts_per_row_and_maps_each_back() -> None:
+    items = [text(3, 10), text(5, 20), text(2, 30)]
+    ids, segments, row, slot = pack_batch(items, 8)
+    assert ids.shape == segments.shape == (2, 8)  # 5 + 3 fill one row; 2 starts another
+    for index, item in enumerate(items):
+        r, k = row[index], slot[index]
+        placed = segments[r] == k + 1
+        assert list(ids[r][placed]) == list(item.ids)
+    assert set(np.unique(segments)) <= {0, 1, 2, 3}
+
+
+def test_columns_no_row_uses_are_cut_off() -> None:
+    ids, segments, _, _ = pack_batch([text(4), text(3)], 48)
+    assert ids.shape == (1, 7)
+    assert list(segments[0]) == [1, 1, 1, 1, 2, 2, 2]
+
+
+def test_padding_is_counted_from_the_layout() -> None:
+    assert packed_tokens([10, 30, 20, 15, 40], 48) == 3 * 45
+    assert packed_tokens([20, 20], 0) == 2 * 20  # no packing width: one row each
+
+
+def limits(**kw: int) -> BatcherLimits:
+    return BatcherLimits(**{"pack_width": 48, "pack_rows": 2, **kw})
+
+
+def test_rows_are_filled_best_fit_around_the_anchor() -> None:
+    lengths = [5, 10, 20, 30, 40, 45]
+    chosen = fill_rows(lengths, 3, limits())  # the anchor is 30: 18 left, then 10, then 5
+    assert chosen[0] == 3
+    assert sorted(lengths[i] for i in chosen) == [5, 10, 30, 45]
+
+
+def test_a_long_anchor_sets_the_row_width() -> None:
+    lengths = [10, 20, 90]
+    assert fill_rows(lengths, 2, limits(pack_rows=1)) == [2]  # its row is full
+    assert fill_rows(lengths, 2, limits(pack_rows=2)) == [2, 1, 0]  # a second row of 90
+
+
+@given(
+    st.lists(st.integers(1, 256), min_size=1, max_size=60).map(sorted),
+    st.data(),
+    st.integers(1, 8),
+    st.integers(1, 24),
+)
+def test_fill_rows_keeps_to_its_limits(
+    lengths: list[int], data: st.DataObject, rows: int, most: int
+) -> None:
+    start = data.draw(st.integers(0, len(lengths) - 1))
+    lim = limits(pack_rows=rows, max_batch_size=most)
+    chosen = fill_rows(lengths, start, lim)
+    assert chosen[0] == start  # the oldest text is always taken
+    assert len(set(chosen)) == len(chosen) <= most
+    width = max(48, lengths[start])
+    assert len(pack_rows([lengths[i] for i in chosen], width)) <= rows
+
+
+def test_the_batcher_packs_texts_that_padding_would_keep_apart() -> None:
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        batcher = Batcher(engine.infer, limits(concurrency=1, pack_rows=4), name="test")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(text(2)))
+        await asyncio.sleep(0.01)  # the first batch holds the one lane
+        rest = [asyncio.ensure_future(batcher.submit(text(n))) for n in (4, 40, 6, 36, 8)]
+        await asyncio.sleep(0.01)
+        engine.gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        # Padded, 4 and 40 tokens in one batch would be 10x padding; packed, one call.
+        assert [sorted(i.tokens for i in b) for b in engine.batches] == [[2], [4, 6, 8, 36, 40]]
+
+    asyncio.run(scenario())
