@@ -90,31 +90,41 @@ def grow(lengths: Sequence[int], start: int, limits: BatcherLimits) -> tuple[int
     return lo, hi
 
 
-def fill_rows(lengths: Sequence[int], start: int, limits: BatcherLimits) -> list[int]:
-    """Choose texts for packed rows (engines/packing.py) around ``lengths[start]``
-    (``lengths`` sorted); returns their indices.
+def fill_rows(lengths: Sequence[int], limits: BatcherLimits) -> list[int]:
+    """Choose texts for packed rows (engines/packing.py) from ``lengths``, the waiting
+    texts' lengths oldest first; returns their indices.
 
-    Rows are ``pack_width`` tokens wide, or as wide as that text. Each row is filled best
-    fit: the longest text that still fits, until none does; then a new row starts with the
-    longest text that fits a whole row. Padding is only what no waiting text fits into.
+    Rows are ``pack_width`` tokens wide, or as wide as the oldest text. Each row starts with
+    the oldest text not yet chosen, and its gap is then filled best fit: the longest waiting
+    text that still fits, until none does. Age picks the rows' first texts, so every batch
+    takes the oldest few and no text waits long (rows begun with the longest texts instead
+    left texts that fitted no gap waiting for up to a second under load); fit fills the
+    rest, so padding stays low.
     """
-    width = max(limits.pack_width, lengths[start])
+    count = len(lengths)
+    width = max(limits.pack_width, lengths[0])
     most_rows = max(1, min(limits.pack_rows, limits.max_batch_tokens // width))
-    free = [*lengths[:start], *lengths[start + 1 :]]
-    where = [*range(start), *range(start + 1, len(lengths))]
-    chosen = [start]
-    room, rows = width - lengths[start], 1
-    while len(chosen) < limits.max_batch_size and free:
-        k = bisect.bisect_right(free, room) - 1
-        if k < 0:
-            if rows == most_rows:
-                break
-            k = bisect.bisect_right(free, width) - 1
+    rest = sorted(zip(lengths, range(count), strict=True))
+    taken = [False] * count
+    chosen: list[int] = []
+    oldest = rows = 0
+    while rows < most_rows and len(chosen) < limits.max_batch_size:
+        while oldest < count and (taken[oldest] or lengths[oldest] > width):
+            oldest += 1  # a text longer than the row waits to be the oldest of all
+        if oldest == count:
+            break
+        rest.pop(bisect.bisect_left(rest, (lengths[oldest], oldest)))
+        room, rows = width - lengths[oldest], rows + 1
+        taken[oldest] = True
+        chosen.append(oldest)
+        while len(chosen) < limits.max_batch_size:
+            k = bisect.bisect_right(rest, (room, count)) - 1
             if k < 0:
                 break
-            rows, room = rows + 1, width
-        room -= free.pop(k)
-        chosen.append(where.pop(k))
+            length, index = rest.pop(k)
+            room -= length
+            taken[index] = True
+            chosen.append(index)
     return chosen
 
 
@@ -373,12 +383,13 @@ class Batcher:
                 break
         if not window:
             return []
-        anchor = window[0]
-        ordered = sorted(window, key=lambda e: e.item.tokens)
-        lengths = [e.item.tokens for e in ordered]
         if limits.pack_width > 0:
-            batch = [ordered[i] for i in fill_rows(lengths, ordered.index(anchor), limits)]
+            chosen = fill_rows([e.item.tokens for e in window], limits)
+            batch = [window[i] for i in chosen]
         else:
+            anchor = window[0]
+            ordered = sorted(window, key=lambda e: e.item.tokens)
+            lengths = [e.item.tokens for e in ordered]
             lo, hi = grow(lengths, ordered.index(anchor), limits)
             batch = ordered[lo : hi + 1]
         for entry in batch:

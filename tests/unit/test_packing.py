@@ -63,35 +63,44 @@ def limits(**kw: int) -> BatcherLimits:
     return BatcherLimits(**{"pack_width": 48, "pack_rows": 2, **kw})
 
 
-def test_rows_are_filled_best_fit_around_the_anchor() -> None:
-    lengths = [5, 10, 20, 30, 40, 45]
-    chosen = fill_rows(lengths, 3, limits())  # the anchor is 30: 18 left, then 10, then 5
-    assert chosen[0] == 3
-    assert sorted(lengths[i] for i in chosen) == [5, 10, 30, 45]
+def test_each_row_starts_with_the_oldest_text_left_and_is_filled_best_fit() -> None:
+    lengths = [30, 40, 5, 10, 45, 20]  # oldest first
+    chosen = fill_rows(lengths, limits())
+    # Row 1: 30 (the oldest), then 10 and 5 fill its gap of 18. Row 2: 40 (the oldest
+    # left), with a gap of 8 that nothing left fits. 45 and 20 wait.
+    assert chosen == [0, 3, 2, 1]
 
 
-def test_a_long_anchor_sets_the_row_width() -> None:
-    lengths = [10, 20, 90]
-    assert fill_rows(lengths, 2, limits(pack_rows=1)) == [2]  # its row is full
-    assert fill_rows(lengths, 2, limits(pack_rows=2)) == [2, 1, 0]  # a second row of 90
+def test_a_long_oldest_text_sets_the_row_width() -> None:
+    lengths = [90, 20, 10]
+    assert fill_rows(lengths, limits(pack_rows=1)) == [0]  # its row is full
+    assert fill_rows(lengths, limits(pack_rows=2)) == [0, 1, 2]  # a second row of 90
+
+
+def test_a_text_longer_than_the_row_waits_to_be_the_oldest() -> None:
+    assert fill_rows([10, 60, 30], limits()) == [0, 2]
 
 
 @given(
-    st.lists(st.integers(1, 256), min_size=1, max_size=60).map(sorted),
-    st.data(),
+    st.lists(st.integers(1, 256), min_size=1, max_size=60),
     st.integers(1, 8),
     st.integers(1, 24),
 )
-def test_fill_rows_keeps_to_its_limits(
-    lengths: list[int], data: st.DataObject, rows: int, most: int
-) -> None:
-    start = data.draw(st.integers(0, len(lengths) - 1))
+def test_fill_rows_keeps_to_its_limits(lengths: list[int], rows: int, most: int) -> None:
     lim = limits(pack_rows=rows, max_batch_size=most)
-    chosen = fill_rows(lengths, start, lim)
-    assert chosen[0] == start  # the oldest text is always taken
+    chosen = fill_rows(lengths, lim)
+    assert chosen[0] == 0  # the oldest text is always taken
     assert len(set(chosen)) == len(chosen) <= most
-    width = max(48, lengths[start])
+    width = max(48, lengths[0])
+    assert all(lengths[i] <= width for i in chosen)
     assert len(pack_rows([lengths[i] for i in chosen], width)) <= rows
+
+
+def test_a_text_that_fits_no_gap_still_goes_while_it_is_among_the_oldest() -> None:
+    """Rows begun with the longest texts would leave the 30 waiting for as long as 40s
+    and 8s keep coming, each pair filling a row exactly."""
+    lengths = [4, 30, 40, 8, 40, 8, 40, 8]
+    assert 1 in fill_rows(lengths, limits(pack_rows=3))
 
 
 def test_the_batcher_packs_texts_that_padding_would_keep_apart() -> None:
