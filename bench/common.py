@@ -77,10 +77,11 @@ def wrk(
     return WrkResult(rps, p50, p99, int(bad.group(1)) if bad else 0, cpu, p90, errors)
 
 
-def raw_limit(model: Path, texts: Path) -> tuple[float, str]:
-    """The raw-engine limit (bench.raw in its own process): texts/s and the best config."""
+def raw_limit(model: Path, texts: Path, config: str | None = None) -> tuple[float, str]:
+    """The raw-engine limit (bench.raw in its own process): texts/s and the best config;
+    with ``config``, that configuration's texts/s alone."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.raw", str(model), str(texts)],
+        [sys.executable, "-m", "bench.raw", str(model), str(texts), *([config] if config else [])],
         capture_output=True,
         text=True,
         check=True,

@@ -3,7 +3,7 @@
 Timed end to end from texts: tokenise, sort by length, pad, run. Run as a module in its own
 process so that nothing else shares its interpreter:
 
-    python -m bench.raw MODEL.onnx TEXTS.jsonl
+    python -m bench.raw MODEL.onnx TEXTS.jsonl [CONFIG-LABEL]
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ def main() -> None:
     model, texts_path = Path(sys.argv[1]), Path(sys.argv[2])
     texts = [json.loads(line)["text"] for line in texts_path.open()]
     encoder = TextEncoder(model.parent / "tokenizer.json", 256)
-    results = {cfg.label(): measure(model, encoder, texts, cfg) for cfg in CONFIGS}
+    # A third argument names the one configuration to run (a label printed as "best").
+    configs = [c for c in CONFIGS if len(sys.argv) < 4 or c.label() == sys.argv[3]]
+    if not configs:
+        sys.exit(f"no configuration {sys.argv[3]!r}; they are: {[c.label() for c in CONFIGS]}")
+    results = {cfg.label(): measure(model, encoder, texts, cfg) for cfg in configs}
     best = max(results, key=lambda k: results[k])
     print(json.dumps({"best": best, "texts_per_s": results[best], "all": results}))
 

@@ -70,3 +70,24 @@ def test_splice_replaces_only_the_marked_section() -> None:
     document = f"# B\n\nmine\n\n{START}\nold\n{END}\n\n## Queue\n\nkept\n"
     assert splice(document, block) == f"# B\n\nmine\n\n{START}\nnew\n{END}\n\n## Queue\n\nkept\n"
     assert splice("# B\n\nmine\n", block) == f"# B\n\nmine\n\n{block}"
+
+
+def test_raw_limit_runs_one_named_configuration(tmp_path: Path) -> None:
+    from bench.common import raw_limit
+    from bench.raw import CONFIGS
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"review number {i}"}) + "\n" for i in range(40)))
+    graph = model_dir() / "sentiment.int8.onnx"
+    label = CONFIGS[1].label()
+    value, best = raw_limit(graph, texts, label)
+    assert best == label and value > 0
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.raw", str(graph), str(texts), "no such configuration"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0 and "no configuration 'no such configuration'" in done.stderr
