@@ -1,6 +1,6 @@
 """The `overload` scenario: goodput (successful texts/s) at 1x, 2x and 5x capacity.
 
-    python -m bench.overload [--duration 15] [--capacity N]
+    python -m bench.overload [--duration 15] [--rounds 3] [--capacity N]
 
 Capacity is the `single` maximum measured first with wrk (64 connections), unless given.
 The server runs with a queue of 128 texts and the client holds 512 connections.
@@ -12,6 +12,7 @@ its actual send rate is reported beside the target.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -68,9 +69,13 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(offered(args.port, bodies, args.rate, args.duration)))
 
 
+FACTORS = (1, 2, 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--capacity", type=float, default=0.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -82,6 +87,7 @@ def main() -> None:
         child(args)
         return
     port = 19000
+    runs: dict[int, list[dict[str, float]]] = {factor: [] for factor in FACTORS}
     with tempfile.TemporaryDirectory() as tmp:
         files, _ = write_bodies(args.data, Path(tmp))
         proc, _ = start_server(port, {"INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE)})
@@ -90,47 +96,63 @@ def main() -> None:
                 wrk(f"http://127.0.0.1:{port}/predict", files["single"], 64, 5).texts_per_s
                 for _ in range(3)
             )
-            rows = []
-            for factor in (1, 2, 5):
+
+            def load(factor: int) -> None:
                 server_before = _cpu_s(proc.pid)
-                out, client_cpu = run_child(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.overload",
-                        "--child",
-                        "--port",
-                        str(port),
-                        "--rate",
-                        str(factor * capacity),
-                        "--duration",
-                        str(args.duration),
-                        "--bodies",
-                        str(files["single"]),
-                    ]
-                )
+                command = [sys.executable, "-m", "bench.overload", "--child", "--port", str(port)]
+                command += ["--rate", str(factor * capacity), "--duration", str(args.duration)]
+                out, client_cpu = run_child([*command, "--bodies", str(files["single"])])
                 row = json.loads(out)
                 row["client_cores"] = client_cpu / args.duration
                 row["server_cores"] = (_cpu_s(proc.pid) - server_before) / args.duration
-                rows.append((factor, row))
-                print(f"{factor}x: {rows[-1][1]}", file=sys.stderr, flush=True)
+                runs[factor].append(row)
+                print(f"{factor}x: {row}", file=sys.stderr, flush=True)
+
+            # Each round's 2x and 5x sit between two 1x runs and are compared with their
+            # mean: this shared machine's speed flips by up to 20% from minute to minute.
+            load(1)
+            for _ in range(args.rounds):
+                load(2)
+                load(5)
+                load(1)
         finally:
             proc.terminate()
             proc.wait(30)
-    base = rows[0][1]["goodput"]
-    print(f"\n## Overload (capacity {capacity:.0f} texts/s on `single`)\n")
-    print(
+    print(report(capacity, runs, args))
+
+
+def report(
+    capacity: float, runs: dict[int, list[dict[str, float]]], args: argparse.Namespace
+) -> str:
+    base = [r["goodput"] for r in runs[1]]
+    around = [(a + b) / 2 for a, b in itertools.pairwise(base)]
+    lines = [
+        f"\n## Overload (capacity {capacity:.0f} texts/s on `single`; "
+        f"{args.rounds} rounds of {args.duration:g} s per load)\n",
+        "Medians over the runs; goodput vs 1x is each round's goodput over the mean of the "
+        "1x runs before and after it (their median; each round in brackets).\n",
         "| offered | sent/s | goodput texts/s | goodput vs 1x | 200 p99 ms | 429s | 429 p99 ms "
-        "| 504s | errors | client CPU (cores) | server CPU (cores) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for factor, r in rows:
-        print(
-            f"| {factor}x ({r['target']:.0f}/s) | {r['sent_per_s']:.0f} | {r['goodput']:.0f} | "
-            f"{r['goodput'] / base:.2f} | {r['ok_p99_ms']:.0f} | {r['refused']:.0f} | "
-            f"{r['refused_p99_ms']:.1f} | {r['expired']:.0f} | {r['errors']:.0f} | "
-            f"{r['client_cores']:.2f} | {r['server_cores']:.2f} |"
+        "| 504s | errors | client CPU (cores) | server CPU (cores) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for factor in FACTORS:
+        rows = runs[factor]
+        if factor == 1:
+            ratio = "1.00"
+        else:
+            each = [r["goodput"] / ref for r, ref in zip(rows, around, strict=False)]
+            ratio = f"{statistics.median(each):.2f} ({', '.join(f'{x:.2f}' for x in each)})"
+
+        def med(key: str, rows: list[dict[str, float]] = rows) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        lines.append(
+            f"| {factor}x ({med('target'):.0f}/s) | {med('sent_per_s'):.0f} | "
+            f"{med('goodput'):.0f} | {ratio} | {med('ok_p99_ms'):.0f} | {med('refused'):.0f} | "
+            f"{med('refused_p99_ms'):.1f} | {med('expired'):.0f} | {med('errors'):.0f} | "
+            f"{med('client_cores'):.2f} | {med('server_cores'):.2f} |"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
