@@ -63,8 +63,12 @@ def compare(args: argparse.Namespace, texts: list[str]) -> Comparison:
         plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
 
         def raw() -> None:
+            # The first run searches the configurations, later ones run the best alone
+            # (bench/run.py says why).
             with progress.step("raw engine"):
-                value, config = raw_limit(graph, plain)
+                value, config = raw_limit(
+                    graph, plain, cmp.raw_config[0] if cmp.raw_config else None
+                )
             cmp.raw.append(value)
             cmp.raw_config.append(config)
             progress.say(f"raw engine: {value:.0f} texts/s ({config})")

@@ -187,7 +187,8 @@ def section(cmp: Comparison, s: dict[str, Any], args: argparse.Namespace, images
         "system whose own maximum is below an offered load is not run at it. Memory is summed",
         "over each system's processes after warm-up (inferline's includes its embedding graph,",
         "which the peers do not load). The raw limit is the median of "
-        f"{len(cmp.raw)} runs ({s['raw_config']}).",
+        f"{len(cmp.raw)} runs ({s['raw_config']}: the first run's search found it, and the",
+        "later runs ran it alone).",
         "",
         *table(s),
         "",
