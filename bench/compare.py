@@ -62,7 +62,7 @@ def compare(args: argparse.Namespace, texts: list[str]) -> Comparison:
         plain = tmp / "texts.jsonl"
         plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
 
-        def raw() -> None:
+        def raw() -> float:
             # The first run searches the configurations, later ones run the best alone
             # (bench/run.py says why).
             with progress.step("raw engine"):
@@ -72,6 +72,7 @@ def compare(args: argparse.Namespace, texts: list[str]) -> Comparison:
             cmp.raw.append(value)
             cmp.raw_config.append(config)
             progress.say(f"raw engine: {value:.0f} texts/s ({config})")
+            return value
 
         for r in range(args.rounds):
             progress.say(f"round {r + 1} of {args.rounds}")
@@ -83,7 +84,7 @@ def compare(args: argparse.Namespace, texts: list[str]) -> Comparison:
                 if name in cmp.skipped:
                     continue
                 try:
-                    result = measure_system(name, system, bodies, args, cmp)
+                    result = measure_system(name, system, bodies, args, cmp, raw=raw)
                 except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
                     detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else exc
                     progress.say(f"{name} failed: {detail}")
@@ -92,7 +93,6 @@ def compare(args: argparse.Namespace, texts: list[str]) -> Comparison:
                     cmp.skipped[name] = f"failed in round {r + 1}: {detail}"
                     continue
                 cmp.systems.setdefault(name, []).append(result)
-        raw()
     for name in cmp.skipped:
         cmp.systems.pop(name, None)
     return cmp

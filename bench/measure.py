@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,8 +90,17 @@ class Comparison:
 
 
 def measure_system(
-    name: str, peer: Peer | None, bodies: Bodies, args: argparse.Namespace, cmp: Comparison
+    name: str,
+    peer: Peer | None,
+    bodies: Bodies,
+    args: argparse.Namespace,
+    cmp: Comparison,
+    *,
+    raw: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
+    """Start ``name``, measure it, stop it. With ``raw`` (which measures the raw engine), the
+    throughput's ratios are to the mean of the raw run before this system and one run
+    right after its throughput: this machine's speed flips by up to 20% between minutes."""
     progress: Progress = args.progress
     log = RESULTS / "logs" / f"{name}.log"
     with progress.step(f"{name}: starting"):
@@ -112,6 +121,10 @@ def measure_system(
             result = wrk(running.url + "/predict", bodies.multi, 8, args.duration, 16)
         out["multi"] = throughput(result, args.duration)
         raw_now = cmp.raw[-1]
+        if raw is not None:
+            raw_now = (raw_now + raw()) / 2
+            for workload in ("single", "multi"):
+                out[workload]["ratio"] = out[workload]["texts_per_s"] / raw_now
         progress.say(
             f"{name}: single {out['single']['texts_per_s']:.0f} texts/s "
             f"({out['single']['texts_per_s'] / raw_now:.2f} of raw), "

@@ -36,7 +36,8 @@ def summary(cmp: Comparison) -> dict[str, Any]:
             "pss_mb": median_of(rounds, "pss_mb"),
         }
         for workload in ("single", "multi", "latency_100", "latency_half"):
-            metrics = ("texts_per_s", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu")
+            metrics = ("texts_per_s", "ratio", "p50_ms", "p90_ms", "p99_ms", "errors")
+            metrics += ("loadgen_cpu",)
             values = {m: median_of(rounds, workload, m) for m in metrics}
             failed = [r[workload]["failed"] for r in rounds if "failed" in r.get(workload, {})]
             if failed:
@@ -61,6 +62,14 @@ def summary(cmp: Comparison) -> dict[str, Any]:
         "best_peer_p99_100": min(finite) if finite else None,
         "systems": systems,
     }
+
+
+def raw_ratio(m: dict[str, Any], raw: float) -> float:
+    """The median of the rounds' ratios to the raw runs around them, where measured; else
+    the median texts/s over the median raw run."""
+    if m.get("ratio") is not None:
+        return float(m["ratio"])
+    return float(m["texts_per_s"] or 0.0) / raw
 
 
 def _f(value: float | None, spec: str = ".0f") -> str:
@@ -105,7 +114,7 @@ def table(s: dict[str, Any]) -> list[str]:
                 cells = [
                     label,
                     _f(tps),
-                    "" if workload.startswith("latency") or not tps else f"{tps / raw:.2f}",
+                    "" if workload.startswith("latency") or not tps else f"{raw_ratio(m, raw):.2f}",
                     ratio_best,
                     f"{_f(m['p50_ms'], '.1f')} / {_f(m['p90_ms'], '.1f')} / "
                     f"{_f(m['p99_ms'], '.1f')}",
@@ -129,17 +138,10 @@ def targets(s: dict[str, Any]) -> list[str]:
     def tps(name: str, workload: str) -> float:
         return float(sys_[name][workload]["texts_per_s"] or 0.0)
 
+    single, multi = raw_ratio(il["single"], raw), raw_ratio(il["multi"], raw)
     checks: list[tuple[str, str, bool]] = [
-        (
-            "`single` ≥ 0.85x raw limit",
-            f"{tps('inferline', 'single') / raw:.2f}x",
-            tps("inferline", "single") >= 0.85 * raw,
-        ),
-        (
-            "`multi` ≥ 0.90x raw limit",
-            f"{tps('inferline', 'multi') / raw:.2f}x",
-            tps("inferline", "multi") >= 0.90 * raw,
-        ),
+        ("`single` ≥ 0.85x raw limit", f"{single:.2f}x", single >= 0.85),
+        ("`multi` ≥ 0.90x raw limit", f"{multi:.2f}x", multi >= 0.90),
     ]
     if "seed" in sys_:
         ratio = tps("inferline", "single") / max(tps("seed", "single"), 1e-9)
@@ -188,7 +190,9 @@ def section(cmp: Comparison, s: dict[str, Any], args: argparse.Namespace, images
         "over each system's processes after warm-up (inferline's includes its embedding graph,",
         "which the peers do not load). The raw limit is the median of "
         f"{len(cmp.raw)} runs ({s['raw_config']}: the first run's search found it, and the",
-        "later runs ran it alone).",
+        "later runs ran it alone). The raw engine runs at the start of each round and right",
+        "after each system's `single` and `multi`; a system's ratio to the raw limit is the",
+        "median over rounds of its texts/s over the mean of the raw runs before and after it.",
         "",
         *table(s),
         "",

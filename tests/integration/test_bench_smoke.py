@@ -38,7 +38,7 @@ def test_compare_smoke(tmp_path: Path) -> None:
 
     data = json.loads(out.read_text())
     assert data["rounds"] == 1
-    assert len(data["raw"]["rounds"]) == 2  # one per round, one at the end
+    assert len(data["raw"]["rounds"]) == 2  # one per round, one after each system
     assert set(data["systems"]) == {"inferline"}
     (round_,) = data["systems"]["inferline"]
     assert {"cold_start_s", "rss_mb", "pss_mb", "single", "multi"} <= set(round_)
@@ -47,6 +47,7 @@ def test_compare_smoke(tmp_path: Path) -> None:
         assert {"texts_per_s", "p50_ms", "p90_ms", "p99_ms", "errors"} <= set(round_[workload])
         assert round_[workload]["texts_per_s"] > 0
         assert round_[workload]["errors"] == 0
+        assert round_[workload]["ratio"] > 0  # to the raw runs before and after it
     summary = data["summary"]
     assert summary["raw"] > 0 and summary["best_peer"] == {}
     assert set(summary["systems"]["inferline"]["latency_100"]) >= {"p50_ms", "p90_ms", "p99_ms"}
