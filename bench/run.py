@@ -310,7 +310,8 @@ def report(run: Run, args: argparse.Namespace) -> str:
         "ratio is to their mean, since this shared machine's speed drifts, by up to 20%",
         "from one minute to the next. The raw limit is texts into ONNX Runtime with no server,",
         "timed from tokenisation, at the best configuration, which the graph's first",
-        "measurement searches for; later ones run it alone "
+        "measurement searches for (each configuration twice, forwards then backwards); later",
+        "ones run it alone "
         f"(sentiment: {run.raw_config['sentiment']}; embedding: {run.raw_config['embedding']}).",
         "HTTP load comes from wrk (one thread); gRPC load from `bench/grpc_load.py` (Python,",
         "grpc.aio). Both share the 2 cores with the server; their CPU share is in the table.",
