@@ -140,7 +140,7 @@ def report(
         if factor == 1:
             ratio = "1.00"
         else:
-            each = [r["goodput"] / ref for r, ref in zip(rows, around, strict=False)]
+            each = [r["goodput"] / ref for r, ref in zip(rows, around, strict=True)]
             ratio = f"{statistics.median(each):.2f} ({', '.join(f'{x:.2f}' for x in each)})"
 
         def med(key: str, rows: list[dict[str, float]] = rows) -> float:

@@ -12,6 +12,8 @@ from bench.common import END, START, machine, row
 from bench.measure import Comparison
 from bench.systems import PEER_NAMES
 
+METRICS = ("texts_per_s", "ratio", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu")
+
 
 def median_of(rounds: list[dict[str, Any]], *keys: str) -> float | None:
     values = []
@@ -36,9 +38,7 @@ def summary(cmp: Comparison) -> dict[str, Any]:
             "pss_mb": median_of(rounds, "pss_mb"),
         }
         for workload in ("single", "multi", "latency_100", "latency_half"):
-            metrics = ("texts_per_s", "ratio", "p50_ms", "p90_ms", "p99_ms", "errors")
-            metrics += ("loadgen_cpu",)
-            values = {m: median_of(rounds, workload, m) for m in metrics}
+            values = {m: median_of(rounds, workload, m) for m in METRICS}
             failed = [r[workload]["failed"] for r in rounds if "failed" in r.get(workload, {})]
             if failed:
                 values["failed"] = failed[0]

@@ -206,10 +206,9 @@ def benchmark(args: argparse.Namespace) -> Run:
             latest: dict[str, float] = {}
 
             def raw(graph: str) -> float:
-                # The first measurement searches the configurations; later ones run the best
-                # alone. A search takes four times as long, and its maximum picks whichever
-                # configuration ran while the shared machine was fast (its speed flips by
-                # up to 20% from one minute to the next), which skews the ratio beside it.
+                # The first measurement searches the configurations (bench/raw.py); later
+                # ones run the best alone, so the raw runs around a workload stay short and
+                # close to it: this machine's speed flips by up to 20% between minutes.
                 value, run.raw_config[graph] = raw_limit(
                     graphs[graph], texts, run.raw_config.get(graph)
                 )
