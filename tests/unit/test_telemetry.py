@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from inferline.errors import (
@@ -29,8 +32,10 @@ from inferline.telemetry.context import RequestRecord
 from inferline.telemetry.gpu import GpuCollector
 
 
-def logged(emit: Callable[[], None]) -> list[dict[str, object]]:
-    stream = io.StringIO()
+def logged(
+    emit: Callable[[], None], stream: io.StringIO | io.TextIOWrapper | None = None
+) -> list[dict[str, object]]:
+    stream = stream or io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     logs.configure("info", stream)
@@ -39,6 +44,10 @@ def logged(emit: Callable[[], None]) -> list[dict[str, object]]:
     finally:
         logs.flush()
         root.handlers[:], root.level = handlers, level
+    if isinstance(stream, io.TextIOWrapper):
+        raw = stream.buffer
+        assert isinstance(raw, io.BytesIO)
+        return [json.loads(line) for line in raw.getvalue().splitlines()]
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -71,6 +80,31 @@ def test_the_access_line_keeps_texts_out_unless_asked() -> None:
     record.texts = ["my secret review"]
     (line,) = logged(lambda: logs.access(record, 0.001))
     assert line["texts"] == ["my secret review"]
+
+
+def test_access_lines_and_records_share_a_binary_stream() -> None:
+    """Access lines go to the stream's bytes layer, records through its text layer: both
+    arrive whole, as JSON lines, non-ASCII included."""
+    record = RequestRecord("rest", model="sentiment", status="429")
+
+    def emit() -> None:
+        logging.getLogger("inferline.test").warning("before: café")
+        for _ in range(3):
+            logs.access(record, 0.0005, {"path": "/prédict"})
+
+    lines = logged(emit, io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    assert [line["message"] for line in lines].count("request") == 3
+    assert {"before: café"} == {line["message"] for line in lines} - {"request"}
+    assert all(line["path"] == "/prédict" for line in lines if line["message"] == "request")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=4e9) | st.integers(0, 4 * 10**9).map(lambda s: s + 0.9999995)
+)
+def test_log_times_are_what_datetime_would_write(created: float) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert logs._iso(created) == expected
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import atexit
 import collections
 import logging
 import logging.handlers
+import math
 import queue
 import sys
 import threading
@@ -23,7 +24,8 @@ import orjson
 from inferline.telemetry import tracing
 from inferline.telemetry.context import RequestRecord
 
-ACCESS = logging.getLogger("inferline.access")
+ACCESS_NAME = "inferline.access"
+ACCESS = logging.getLogger(ACCESS_NAME)
 
 # Attributes every LogRecord has; anything else on a record came through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -73,7 +75,9 @@ class _AccessWriter:
     """Access lines, one per request, skip the logging machinery (a LogRecord, handler
     locks, a formatter: that cost 10% of `single` throughput, measured). The caller appends
     a snapshot of the request's figures to a deque; a thread of its own builds, serialises
-    and writes the lines in batches, so the event loop pays for a tuple."""
+    and writes the lines in batches, so the event loop pays for a tuple. The thread holds
+    the GIL while it builds lines, so it is kept lean too: about 2.5 µs a line, against 9 to
+    12 before (thousands of lines a second under overload, one per refusal)."""
 
     FLUSH_S = 0.1
 
@@ -93,16 +97,26 @@ class _AccessWriter:
         self._write()
 
     def _write(self) -> None:
-        lines = []
-        while self._pending:
-            created, snapshot, span = self._pending.popleft()
-            head = {"time": _iso(created), "level": "info", "logger": ACCESS.name}
-            entry = {**head, "message": "request", **snapshot.fields()}
+        # Into one bytearray, line by line: keeping each line's bytes until a join cost
+        # 3.6 µs a line more (orjson's output buffers, kept alive, defeat malloc's reuse).
+        data = bytearray()
+        pending = self._pending
+        while pending:
+            created, snapshot, span = pending.popleft()
+            entry = snapshot.entry(_iso(created))
             if span is not None:
                 entry["trace_id"], entry["span_id"] = tracing.hex_ids(span)
-            lines.append(orjson.dumps(entry, default=str))
-        if lines:
-            self._stream.write(b"\n".join(lines).decode() + "\n")
+            data += orjson.dumps(entry, default=str)
+            data += b"\n"
+        if not data:
+            return
+        binary = getattr(self._stream, "buffer", None)
+        if binary is not None:  # no decoding to str and encoding back
+            self._stream.flush()  # what the text layer holds goes first
+            binary.write(data)
+            binary.flush()
+        else:
+            self._stream.write(data.decode())
             self._stream.flush()
 
     def close(self) -> None:
@@ -111,7 +125,25 @@ class _AccessWriter:
 
 
 def _iso(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    """``created`` as ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``
+    gives it, with the same rounding; the date and time of day are formatted once a second
+    (a datetime a line cost 1.6 µs, on a thread that holds the GIL while it works)."""
+    global _second  # noqa: PLW0603 - one tuple, replaced whole: safe across threads
+    fraction, whole = math.modf(created)
+    micro = round(fraction * 1e6)  # half to even, as datetime rounds
+    second = int(whole)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    elif micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    cached = _second
+    if cached[0] != second:
+        stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _second = (second, stamp)
+    return f"{cached[1]}.{micro // 1000:03d}+00:00"
+
+
+_second: tuple[int, str] = (-1, "")
 
 
 _listener: logging.handlers.QueueListener | None = None
@@ -167,7 +199,16 @@ class _Snapshot(NamedTuple):
     extra: dict[str, Any] | None
 
     def fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
+        """The request's fields, without the line's head (for plain logging's ``extra``)."""
+        return {k: v for k, v in self.entry("").items() if k not in _HEAD}
+
+    def entry(self, time: str) -> dict[str, Any]:
+        """The whole access line: the head, then ``fields()``, built as one dict."""
+        entry: dict[str, Any] = {
+            "time": time,
+            "level": "info",
+            "logger": ACCESS_NAME,
+            "message": "request",
             "protocol": self.protocol,
             "model": self.model,
             "status": self.status,
@@ -178,11 +219,13 @@ class _Snapshot(NamedTuple):
             "duration_ms": round(self.duration * 1000, 3),
         }
         if self.texts is not None:
-            fields["texts"] = self.texts
+            entry["texts"] = self.texts
         if self.extra:
-            fields.update(self.extra)
-        return fields
+            entry.update(self.extra)
+        return entry
 
+
+_HEAD = ("time", "level", "logger", "message")
 
 # (created, the request's figures, its span context or None)
 _Access = tuple[float, _Snapshot, Any]
