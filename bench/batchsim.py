@@ -88,7 +88,8 @@ def simulate(rule: Rule, cost: Cost, lengths: list[int], clients: int, per: int)
     left = dict.fromkeys(range(clients), per)
     for c in range(clients):
         queue += [(rng.choice(lengths), c) for _ in range(per)]
-    now, done, running = 0.0, 0, []
+    now, done = 0.0, 0
+    running: list[tuple[float, int, list[tuple[int, int]]]] = []  # (finish, id, batch)
 
     def start() -> None:
         nonlocal queue

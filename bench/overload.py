@@ -22,9 +22,9 @@ from pathlib import Path
 
 import uvloop
 
-from bench.common import run_child
+from bench.common import DEFAULT_DATA, run_child, wrk
 from bench.loadgen import open_loop
-from bench.run import DEFAULT_DATA, start_server, write_bodies, wrk
+from bench.run import start_server, write_bodies
 
 # More connections than the queue holds, so that excess load reaches the server and is
 # refused there, as it would be with many real clients, instead of waiting in the client.

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
-from bench.run import DEFAULT_DATA, ROOT, raw_limit
+from bench.common import DEFAULT_DATA, ROOT, raw_limit
 from inferline.config import Settings
 from inferline.queue.keys import QueueKeys
 from inferline.queue.producer import Producer
