@@ -2,13 +2,16 @@
 
     python -m bench.telemetry [--rounds 3] [--duration 10] [--out docs/benchmarks.md]
 
-Three servers take turns, one at a time, in an order that rotates each round:
+Three servers take turns, one at a time:
 - off: no tracing, no access log (the Prometheus metrics cannot be turned off);
 - traced: the metrics and tracing of every request, batch and engine call through a
   BatchSpanProcessor into an in-process exporter that counts the spans (the issue's "full
   telemetry": metrics plus tracing);
 - full: all of that and the access log (JSON lines to a file).
-The figures are the medians over rounds of traced/off and full/off throughput.
+Each traced or full run sits between two off runs and is compared with their mean (a round
+is off, traced, off, full, with traced and full swapping places each round, and one more off
+run ends the sequence): this shared machine's speed flips by up to 20% from one minute to
+the next. The figures are the medians over rounds of those ratios.
 """
 
 from __future__ import annotations
@@ -71,34 +74,54 @@ def start(mode: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def measure(args: argparse.Namespace) -> dict[str, list[float]]:
+def plan(rounds: int) -> list[str]:
+    """The order of the runs: every traced or full run between two off runs."""
+    runs: list[str] = []
+    for r in range(rounds):
+        first, second = ("traced", "full") if r % 2 == 0 else ("full", "traced")
+        runs += ["off", first, "off", second]
+    return [*runs, "off"]
+
+
+def measure(args: argparse.Namespace) -> list[tuple[str, float]]:
     port = 19000 + os.getpid() % 500
-    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    runs: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         files, _ = write_bodies(args.data, Path(tmp))
-        for r in range(args.rounds):
-            for mode in MODES[r % 3 :] + MODES[: r % 3]:
-                proc = start(mode, port, Path(tmp) / f"{mode}.log")
-                try:
-                    url = f"http://127.0.0.1:{port}/predict"
-                    wrk(url, files["single"], 64, 2)  # warm-up
-                    result = wrk(url, files["single"], 64, args.duration)
-                finally:
-                    proc.terminate()
-                    proc.wait(30)
-                results[mode].append(result.texts_per_s)
-                print(f"round {r + 1} {mode}: {result.texts_per_s:.0f} texts/s", flush=True)
+        order = plan(args.rounds)
+        for i, mode in enumerate(order):
+            proc = start(mode, port, Path(tmp) / f"{mode}.log")
+            try:
+                url = f"http://127.0.0.1:{port}/predict"
+                wrk(url, files["single"], 64, 2)  # warm-up
+                result = wrk(url, files["single"], 64, args.duration)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            runs.append((mode, result.texts_per_s))
+            print(f"round {i // 4 + 1} {mode}: {result.texts_per_s:.0f} texts/s", flush=True)
         for mode in MODES[1:]:
             spans = (Path(tmp) / f"{mode}.log").read_text(errors="replace")
             print(mode, spans.splitlines()[-1] if spans else "", flush=True)
-    return results
+    return runs
 
 
-def section(results: dict[str, list[float]], args: argparse.Namespace) -> str:
-    ratios = {
-        mode: [v / o for v, o in zip(results[mode], results["off"], strict=True)]
-        for mode in MODES[1:]
-    }
+def ratios_of(runs: list[tuple[str, float]]) -> dict[str, list[float]]:
+    """Each traced and full run over the mean of the off runs just before and after it."""
+    ratios: dict[str, list[float]] = {mode: [] for mode in MODES[1:]}
+    for i, (mode, value) in enumerate(runs):
+        if mode != "off":
+            (before, a), (after, b) = runs[i - 1], runs[i + 1]
+            assert before == after == "off", "every run is between two off runs"
+            ratios[mode].append(value / ((a + b) / 2))
+    return ratios
+
+
+def section(runs: list[tuple[str, float]], args: argparse.Namespace) -> str:
+    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for mode, value in runs:
+        results[mode].append(value)
+    ratios = ratios_of(runs)
     kept = {mode: statistics.median(r) for mode, r in ratios.items()}
     labels = {
         "off": "off (metrics only)",
@@ -124,8 +147,8 @@ def section(results: dict[str, list[float]], args: argparse.Namespace) -> str:
             "",
             f"`python -m bench.telemetry --rounds {args.rounds} --duration {args.duration:g}` "
             f"on {time.strftime('%Y-%m-%d')}, {machine()}. `single` (1 text "
-            "a request, 64 connections, wrk), the three servers taking turns in an order that "
-            "rotates each round.",
+            "a request, 64 connections, wrk). The servers take turns, and each traced or full "
+            "run sits between two off runs: its ratio is to their mean.",
             "",
             "| telemetry | texts/s (median) | rounds |",
             "| --- | --- | --- |",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from bench.common import END, START, splice
+from bench.telemetry import plan, ratios_of
 
 from tests.conftest import model_dir
 
@@ -92,3 +93,20 @@ def test_raw_limit_runs_one_named_configuration(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode != 0 and "no configuration 'no such configuration'" in done.stderr
+
+
+def test_telemetry_runs_sit_between_off_runs() -> None:
+    order = plan(3)
+    assert order[0] == order[-1] == "off" and len(order) == 13
+    assert all(order[i] == "off" for i in range(0, len(order), 2))
+    assert order[1::2] == ["traced", "full", "full", "traced", "traced", "full"]
+    runs = list(
+        zip(
+            order,
+            [100.0, 90.0, 80.0, 70.0, 120.0, 100.0, 80.0, 60.0, 60.0, 50.0, 40.0, 50.0, 60.0],
+            strict=True,
+        )
+    )
+    ratios = ratios_of(runs)
+    assert ratios["traced"] == pytest.approx([90 / 90, 60 / 70, 50 / 50])
+    assert ratios["full"] == pytest.approx([70 / 100, 100 / 100, 50 / 50])
