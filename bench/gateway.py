@@ -10,8 +10,9 @@ each round measures the backend directly (A) and through the gateway (B), in alt
 order (AB, BA, AB, ...) so that the machine's drift falls on both alike: first at
 saturation (8 connections: throughput, and p50 with the queueing that saturation brings),
 then with 1 connection (p50 without queueing: what the gateway adds to one request).
-Figures are medians over rounds; the CPU that each process used during B is given per
-request. The gateway, the backend and wrk share the machine's cores.
+Figures are medians over rounds; the throughput ratio and the added p50 are taken within
+each round first. The CPU that each process used during B is given per request. The
+gateway, the backend and wrk share the machine's cores.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def measure(protocol: str, bodies: Path, args: argparse.Namespace, tmp: Path) ->
     return result
 
 
+def ratios(r: Result) -> list[float]:
+    """Gateway over direct throughput, round by round."""
+    return [g.texts_per_s / d.texts_per_s for d, g in zip(r.direct, r.gateway, strict=True)]
+
+
 def report(results: dict[str, Result], args: argparse.Namespace) -> str:
     med = statistics.median
     lines = [
@@ -132,14 +138,17 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> str:
             med(w.p50_ms for w in r.direct_1),
             med(w.p50_ms for w in r.gateway_1),
         )
+        # A round's two runs are adjacent in time: the ratio and the added latency are taken
+        # within each round, then their median (the host's speed flips between rounds).
+        added = med(g.p50_ms - d.p50_ms for d, g in zip(r.direct_1, r.gateway_1, strict=True))
         lines.append(
             row(
                 protocol,
                 f"{direct_tps:.0f}",
                 f"{gateway_tps:.0f}",
-                f"{gateway_tps / direct_tps:.2f}",
+                f"{med(ratios(r)):.2f}",
                 f"{direct_p50:.1f} / {gateway_p50:.1f} ({gateway_p50 - direct_p50:+.1f})",
-                f"{light_direct:.1f} / {light_gateway:.1f} ({light_gateway - light_direct:+.1f})",
+                f"{light_direct:.1f} / {light_gateway:.1f} ({added:+.1f})",
                 f"{med(w.p99_ms for w in r.gateway):.1f}",
                 f"{med(r.gateway_cpu_ms):.2f} / {med(r.backend_cpu_ms):.2f} ms",
             )
@@ -155,6 +164,10 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> str:
             )
             for p, r in results.items()
         )
+        + ".",
+        "",
+        "Throughput ratio by round: "
+        + "; ".join(f"{p} " + ", ".join(f"{x:.2f}" for x in ratios(r)) for p, r in results.items())
         + ".",
         END,
     ]
