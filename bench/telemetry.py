@@ -99,7 +99,8 @@ def measure(args: argparse.Namespace) -> list[tuple[str, float]]:
                 proc.terminate()
                 proc.wait(30)
             runs.append((mode, result.texts_per_s))
-            print(f"round {i // 4 + 1} {mode}: {result.texts_per_s:.0f} texts/s", flush=True)
+            label = f"round {i // 4 + 1}" if i < len(order) - 1 else "last"
+            print(f"{label} {mode}: {result.texts_per_s:.0f} texts/s", flush=True)
         for mode in MODES[1:]:
             spans = (Path(tmp) / f"{mode}.log").read_text(errors="replace")
             print(mode, spans.splitlines()[-1] if spans else "", flush=True)
