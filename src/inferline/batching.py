@@ -179,6 +179,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
         self._rate = 0.0  # texts/s, smoothed; drives Retry-After
+        self._refusal: tuple[BatcherLimits | None, Overloaded | None] = (None, None)
         self._last_arrival = -math.inf
 
     # -- public -----------------------------------------------------------------------------
@@ -270,10 +271,28 @@ class Batcher:
         if self.full:
             raise self._full_error()
 
+    def refusal(self) -> Overloaded | None:
+        """What ``check_room`` would raise, returned instead, or None when there is room.
+
+        Under overload the HTTP layer asks this once per request (App.early_refusal), so
+        the error is built once per Retry-After value and shared: never raise it, as a
+        raised error keeps a traceback and would be one object in many requests."""
+        if not self.full:
+            return None
+        retry_after = self._retry_after()
+        limits, shared = self._refusal
+        if shared is None or shared.retry_after != retry_after or limits is not self.limits:
+            shared = self._full_error()
+            self._refusal = (self.limits, shared)
+        return shared
+
     def _full_error(self) -> Overloaded:
+        # The limits, not the current counts: the message stays the same from one refusal
+        # to the next (``refusal`` shares it); the queue depth gauge has the counts.
+        limits = self.limits
         return Overloaded(
-            f"the {self.name} queue is full ({len(self._pending)} texts, "
-            f"{self._queued_tokens} tokens waiting)",
+            f"the {self.name} queue is full: at most {limits.max_queue_items} texts and "
+            f"{limits.max_queue_tokens} tokens wait at once",
             retry_after=self._retry_after(),
         )
 

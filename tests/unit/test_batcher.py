@@ -189,6 +189,41 @@ def test_full_queue_is_refused_with_retry_after() -> None:
     run(scenario)
 
 
+def test_refusal_is_shared_while_its_retry_after_holds() -> None:
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        b = make(engine, max_batch_size=1, concurrency=1, max_queue_items=2)
+        assert b.refusal() is None  # room: nothing to refuse
+        running = asyncio.ensure_future(b.submit(item(1)))
+        await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(b.submit(item(i))) for i in (2, 3)]
+        await asyncio.sleep(0.01)
+        first = b.refusal()
+        assert first is not None and b.refusal() is first  # built once, not per request
+        assert str(first) == (
+            "the test queue is full: at most 2 texts and 262144 tokens wait at once"
+        )
+        with pytest.raises(Overloaded) as info:  # check_room raises a fresh one, same words
+            b.check_room()
+        assert info.value is not first and str(info.value) == str(first)
+        assert info.value.retry_after == first.retry_after
+        b._rate = 0.1  # a slower drain: a longer Retry-After, so a new shared error
+        slower = b.refusal()
+        assert slower is not None and slower is not first and slower.retry_after == 20
+        b.limits = BatcherLimits(max_batch_size=1, concurrency=1, max_queue_items=3)
+        assert b.refusal() is None  # the new limit leaves room
+        b.limits = BatcherLimits(max_batch_size=1, concurrency=1, max_queue_items=1)
+        changed = b.refusal()
+        assert changed is not None and "at most 1 texts" in str(changed)
+        engine.gate.set()
+        await asyncio.gather(running, *queued)
+        assert b.refusal() is None
+        await b.close()
+
+    run(scenario)
+
+
 def test_token_bound_on_queue() -> None:
     async def scenario() -> None:
         engine = CountingEngine()

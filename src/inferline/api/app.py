@@ -24,6 +24,7 @@ from inferline.api.http import (
     send_json,
 )
 from inferline.auth import ApiKeys
+from inferline.batching import Batcher
 from inferline.config import Settings
 from inferline.errors import (
     DeadlineExceeded,
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Request, Send], Awaitable[None]]
 ErrorBody = Callable[[int, str, InferlineError | None], Any]
 """Builds an error body from the status, the message and the error (None when unexpected)."""
+Answer = tuple[int, tuple[tuple[bytes, bytes], ...], bytes]
+"""A whole response: status, headers and body."""
 
 
 def plain_error(status: int, message: str, exc: InferlineError | None) -> Any:
@@ -57,10 +60,11 @@ class Route:
     handler: Handler
     errors: ErrorBody = plain_error  # a protocol with its own error shape (OpenAI) sets this
     protocol: str | None = None  # set on the API routes: they are counted, logged and traced
-    # The route's admission check, run before its body is read (it raises Overloaded when the
-    # model's queue is full): the handler runs it first, and under overload the connection
-    # runs it as soon as the headers arrive (App.early_refusal).
-    admit: Callable[[dict[str, str]], object] | None = None
+    # The batcher whose queue the route's requests wait in, from the path parameters (it
+    # raises NotFound or Unavailable first). Its room is checked before the body is read:
+    # by the handler, and under overload by the connection as soon as the headers arrive
+    # (App.early_refusal).
+    queue: Callable[[dict[str, str]], Batcher] | None = None
 
 
 STATUS: dict[type[InferlineError], int] = {
@@ -124,6 +128,7 @@ class App:
         self.settings: Settings = service.settings
         self.router = Router(routes)
         self.keys = keys or ApiKeys([], [])
+        self._refusals: dict[tuple[ErrorBody, Overloaded], Answer] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -222,12 +227,12 @@ class App:
             if self.keys.enabled and not self.keys.is_open(scope["path"]):
                 key = self._identify(request)
                 with self.keys.slot(key):
-                    if route.admit is not None:
-                        route.admit(request.path_params)
+                    if route.queue is not None:
+                        route.queue(request.path_params).check_room()
                     await route.handler(request, send_marked)
             else:
-                if route.admit is not None:
-                    route.admit(request.path_params)
+                if route.queue is not None:
+                    route.queue(request.path_params).check_room()
                 await route.handler(request, send_marked)
         except asyncio.CancelledError:
             if request.disconnected:
@@ -254,7 +259,7 @@ class App:
 
     def early_refusal(
         self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    ) -> Answer | None:
         """The 429 for a request that its route would refuse before reading its body, decided
         from the request line and headers alone; None when the request must be served
         normally. api/wire.py sends it without starting the ASGI machinery: under overload
@@ -268,27 +273,31 @@ class App:
         if found is None:
             return None
         route, params, path = found
-        assert route.admit is not None and route.protocol is not None
+        assert route.queue is not None and route.protocol is not None
         try:
-            route.admit(params)
-        except Overloaded as exc:
-            # Without its traceback: the traceback holds this frame, which holds the error,
-            # a reference cycle per refusal for the garbage collector to find.
-            refused = exc.with_traceback(None)
+            refused = route.queue(params).refusal()
         except InferlineError:  # 404, 503: rare; the normal path words them
             return None
-        else:
+        if refused is None:
             return None
+        # The batcher shares one error while its Retry-After holds, so the answer is built
+        # once for it: under overload this runs thousands of times a second.
+        answer = self._refusals.get((route.errors, refused))
+        if answer is None:
+            if len(self._refusals) >= 64:
+                self._refusals.clear()
+            body = orjson.dumps(route.errors(429, str(refused), refused), option=DUMP_OPTIONS)
+            answer = (429, (JSON_TYPE, *error_headers(refused)), body)
+            self._refusals[(route.errors, refused)] = answer
         record = RequestRecord(route.protocol)
         record.status = "429"
         metrics = self.service.metrics
-        metrics.reject(reason_of(refused))
-        body = orjson.dumps(route.errors(429, str(refused), refused), option=DUMP_OPTIONS)
+        metrics.reject(refused.reason)
         duration = time.perf_counter() - record.started
         metrics.record_request(record, duration)
         if self.settings.access_log:
             logs.access(record, duration, {"method": "POST", "path": path})
-        return 429, [JSON_TYPE, *error_headers(refused)], body
+        return answer
 
     def _early_route(
         self, url: bytes, headers: list[tuple[bytes, bytes]]
@@ -300,7 +309,7 @@ class App:
         path = url.split(b"?", 1)[0].decode("latin-1")
         found = self.router.match(path)
         route = found[0].get("POST") if found else None
-        if found is None or route is None or route.admit is None or route.protocol is None:
+        if found is None or route is None or route.queue is None or route.protocol is None:
             return None
         return route, found[1], path
 

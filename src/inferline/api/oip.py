@@ -19,6 +19,7 @@ from inferline.api.app import Route
 from inferline.api.http import DUMP_OPTIONS, Request, Send, parse_json, send_bytes, send_json
 from inferline.api.tensors import BadTensor, Signature, Tensor
 from inferline.api.validation import deadline_of
+from inferline.batching import Batcher
 from inferline.errors import InvalidInput, Unavailable
 from inferline.service import Service
 
@@ -74,11 +75,11 @@ def routes(service: Service) -> list[Route]:
         result = tensors.outputs(sig, rows, names)
         await _respond(send, sig, body.get("id"), result, binary_out)
 
-    def admit(params: dict[str, str]) -> None:
+    def queue(params: dict[str, str]) -> Batcher:
         # A full queue refuses before the body is read, as on the other protocols; an unknown
         # model or version is still 404 first.
         tensors.signature(service, params["name"], params.get("version", ""))
-        service.admit(params["name"])
+        return service.model(params["name"]).batcher
 
     base = "/v2/models/{name}"
     version = base + "/versions/{version}"
@@ -90,8 +91,8 @@ def routes(service: Service) -> list[Route]:
         Route("GET", version, model_metadata),
         Route("GET", base + "/ready", model_ready),
         Route("GET", version + "/ready", model_ready),
-        Route("POST", base + "/infer", infer, protocol="oip_rest", admit=admit),
-        Route("POST", version + "/infer", infer, protocol="oip_rest", admit=admit),
+        Route("POST", base + "/infer", infer, protocol="oip_rest", queue=queue),
+        Route("POST", version + "/infer", infer, protocol="oip_rest", queue=queue),
     ]
 
 

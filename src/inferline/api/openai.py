@@ -101,7 +101,7 @@ def routes(service: Service) -> list[Route]:
             embeddings,
             error_body,
             protocol="openai",
-            admit=lambda _: service.admit("embedding"),  # a full queue refuses before parsing
+            queue=lambda _: service.model("embedding").batcher,  # full: refused before parsing
         ),
         Route("GET", "/v1/models", models, error_body),
         Route("GET", "/v1/models/{model}", model, error_body),

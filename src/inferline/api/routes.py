@@ -7,6 +7,7 @@ from collections.abc import Callable
 from inferline.api.app import Route
 from inferline.api.http import Request, Send, send_bytes, send_json
 from inferline.api.validation import check_object, check_text, check_texts, deadline_of
+from inferline.batching import Batcher
 from inferline.errors import InvalidInput
 from inferline.service import Service
 
@@ -63,13 +64,13 @@ def routes(service: Service) -> list[Route]:
             send, 200, body, [(b"content-type", service.metrics.content_type.encode())]
         )
 
-    def admits(name: str) -> Callable[[dict[str, str]], object]:
-        return lambda _: service.admit(name)  # a full queue refuses before the body is read
+    def queue(name: str) -> Callable[[dict[str, str]], Batcher]:
+        return lambda _: service.model(name).batcher  # a full one refuses before the body
 
     return [
         Route("GET", "/metrics", metrics),
-        Route("POST", "/predict", predict, protocol="rest", admit=admits("sentiment")),
-        Route("POST", "/embed", embed, protocol="rest", admit=admits("embedding")),
+        Route("POST", "/predict", predict, protocol="rest", queue=queue("sentiment")),
+        Route("POST", "/embed", embed, protocol="rest", queue=queue("embedding")),
         Route("GET", "/health", alive),
         Route("GET", "/health/live", alive),
         Route("GET", "/health/ready", ready),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httptools
@@ -68,7 +68,8 @@ async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 EarlyAnswer = Callable[
-    [bytes, bytes, list[tuple[bytes, bytes]]], tuple[int, list[tuple[bytes, bytes]], bytes] | None
+    [bytes, bytes, list[tuple[bytes, bytes]]],
+    tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None,
 ]
 
 
