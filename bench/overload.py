@@ -2,7 +2,11 @@
 
     python -m bench.overload [--duration 15] [--rounds 3] [--capacity N]
 
-Capacity is the `single` maximum measured first with wrk (64 connections), unless given.
+Capacity is the `single` maximum measured with wrk (64 connections, 5 s) right before each
+1x run, and the 2x and 5x runs that follow use it: this shared host's speed drifts, and a
+capacity measured once at the start leaves later 1x runs below capacity when the host
+speeds up (no refusals, goodput capped at the offered load) and over it when it slows
+down. `--capacity` fixes it instead.
 The server runs with a queue of 128 texts and the client holds 512 connections.
 Load is open loop (bench/loadgen.py) in its own process, 1 text per request, so refusals
 are visible as 429s rather than hidden as client back-off. The generator shares the 2 cores;
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -88,16 +93,13 @@ def main() -> None:
         return
     port = 19000
     runs: dict[int, list[dict[str, float]]] = {factor: [] for factor in FACTORS}
+    capacities: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         files, _ = write_bodies(args.data, Path(tmp))
         proc, _ = start_server(port, {"INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE)})
         try:
-            capacity = args.capacity or statistics.median(
-                wrk(f"http://127.0.0.1:{port}/predict", files["single"], 64, 5).texts_per_s
-                for _ in range(3)
-            )
 
-            def load(factor: int) -> None:
+            def load(factor: int, capacity: float) -> None:
                 server_before = _cpu_s(proc.pid)
                 command = [sys.executable, "-m", "bench.overload", "--child", "--port", str(port)]
                 command += ["--rate", str(factor * capacity), "--duration", str(args.duration)]
@@ -108,27 +110,42 @@ def main() -> None:
                 runs[factor].append(row)
                 print(f"{factor}x: {row}", file=sys.stderr, flush=True)
 
+            def at_capacity() -> float:
+                """A 1x run at the capacity measured just before it; returns that capacity."""
+                capacity = (
+                    args.capacity
+                    or wrk(f"http://127.0.0.1:{port}/predict", files["single"], 64, 5).texts_per_s
+                )
+                capacities.append(capacity)
+                load(1, capacity)
+                return capacity
+
             # Each round's 2x and 5x sit between two 1x runs and are compared with their
             # mean: this shared machine's speed flips by up to 20% from minute to minute.
-            load(1)
+            capacity = at_capacity()
             for _ in range(args.rounds):
-                load(2)
-                load(5)
-                load(1)
+                load(2, capacity)
+                load(5, capacity)
+                capacity = at_capacity()
         finally:
             proc.terminate()
             proc.wait(30)
-    print(report(capacity, runs, args))
+    print(report(capacities, runs, args))
 
 
 def report(
-    capacity: float, runs: dict[int, list[dict[str, float]]], args: argparse.Namespace
+    capacities: list[float], runs: dict[int, list[dict[str, float]]], args: argparse.Namespace
 ) -> str:
     base = [r["goodput"] for r in runs[1]]
     around = [(a + b) / 2 for a, b in itertools.pairwise(base)]
+    measured = (
+        "given"
+        if args.capacity
+        else "wrk before each 1x run: " + ", ".join(f"{c:.0f}" for c in capacities)
+    )
     lines = [
-        f"\n## Overload (capacity {capacity:.0f} texts/s on `single`; "
-        f"{args.rounds} rounds of {args.duration:g} s per load)\n",
+        f"\n## Overload (capacity {statistics.median(capacities):.0f} texts/s on `single`, "
+        f"{measured}; {args.rounds} rounds of {args.duration:g} s per load)\n",
         "Medians over the runs; goodput vs 1x is each round's goodput over the mean of the "
         "1x runs before and after it (their median; each round in brackets).\n",
         "| offered | sent/s | goodput texts/s | goodput vs 1x | 200 p99 ms | 429s | 429 p99 ms "
@@ -144,12 +161,15 @@ def report(
             ratio = f"{statistics.median(each):.2f} ({', '.join(f'{x:.2f}' for x in each)})"
 
         def med(key: str, rows: list[dict[str, float]] = rows) -> float:
-            return statistics.median(r[key] for r in rows)
+            values = [r[key] for r in rows if not math.isnan(r[key])]
+            return statistics.median(values) if values else math.nan
 
+        refused_p99 = med("refused_p99_ms")  # over the runs that refused anything
         lines.append(
             f"| {factor}x ({med('target'):.0f}/s) | {med('sent_per_s'):.0f} | "
             f"{med('goodput'):.0f} | {ratio} | {med('ok_p99_ms'):.0f} | {med('refused'):.0f} | "
-            f"{med('refused_p99_ms'):.1f} | {med('expired'):.0f} | {med('errors'):.0f} | "
+            f"{'—' if math.isnan(refused_p99) else f'{refused_p99:.1f}'} | "
+            f"{med('expired'):.0f} | {med('errors'):.0f} | "
             f"{med('client_cores'):.2f} | {med('server_cores'):.2f} |"
         )
     return "\n".join(lines)

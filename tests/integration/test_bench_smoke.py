@@ -5,7 +5,9 @@ Checks the shape of what `python -m bench.compare --smoke` writes, never its tim
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench import overload
 from bench.common import END, START, splice
 from bench.telemetry import plan, ratios_of
 
@@ -110,3 +113,36 @@ def test_telemetry_runs_sit_between_off_runs() -> None:
     ratios = ratios_of(runs)
     assert ratios["traced"] == pytest.approx([90 / 90, 60 / 70, 50 / 50])
     assert ratios["full"] == pytest.approx([70 / 100, 100 / 100, 50 / 50])
+
+
+def test_overload_report_compares_each_round_with_the_1x_runs_around_it() -> None:
+    def row(target: float, goodput: float, refused: int, refused_p99: float) -> dict[str, float]:
+        return {
+            "target": target,
+            "sent_per_s": target,
+            "goodput": goodput,
+            "ok_p99_ms": 100.0,
+            "refused": refused,
+            "refused_p99_ms": refused_p99,
+            "expired": 0,
+            "errors": 0,
+            "client_cores": 0.1,
+            "server_cores": 1.9,
+        }
+
+    runs = {
+        1: [row(600, 600, 0, math.nan), row(700, 580, 40, 3.0), row(650, 620, 0, math.nan)],
+        2: [row(1200, 540, 600, 4.0), row(1400, 600, 800, 5.0)],
+        5: [row(3000, 530, 2400, 6.0), row(3500, 540, 2900, 7.0)],
+    }
+    args = argparse.Namespace(capacity=0.0, rounds=2, duration=10.0)
+    table = overload.report([600.0, 700.0, 650.0], runs, args)
+    assert "capacity 650 texts/s on `single`, wrk before each 1x run: 600, 700, 650" in table
+    lines = {line.split(" ", 2)[1]: line for line in table.splitlines() if line.startswith("| ")}
+    # rounds: 530 / mean(600, 580) and 540 / mean(580, 620)
+    assert "| 0.90 (0.90, 0.90) |" in lines["5x"]
+    assert "| 0.96 (0.92, 1.00) |" in lines["2x"]
+    # the 429s' p99 is over the runs that refused anything, and a dash when none did
+    assert "| 3.0 |" in lines["1x"] and "| 6.5 |" in lines["5x"]
+    runs[1][1]["refused_p99_ms"] = math.nan
+    assert "| — |" in overload.report([600.0, 700.0, 650.0], runs, args)
