@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench import overload
+from bench import overload, report
 from bench.common import END, START, splice
 from bench.telemetry import plan, ratios_of
 
@@ -146,3 +146,41 @@ def test_overload_report_compares_each_round_with_the_1x_runs_around_it() -> Non
     assert "| 3.0 |" in lines["1x"] and "| 6.5 |" in lines["5x"]
     runs[1][1]["refused_p99_ms"] = math.nan
     assert "| — |" in overload.report([600.0, 700.0, 650.0], runs, args)
+
+
+def test_systems_are_compared_through_their_ratios_to_the_raw_engine() -> None:
+    def workload(texts_per_s: float, ratio: float) -> dict[str, float | None]:
+        return {
+            "texts_per_s": texts_per_s,
+            "ratio": ratio,
+            "p50_ms": 1.0,
+            "p90_ms": 2.0,
+            "p99_ms": 4.0,
+        }
+
+    def system(single: tuple[float, float], multi: tuple[float, float]) -> dict[str, object]:
+        latency = {"texts_per_s": 100.0, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0}
+        return {
+            "label": "x",
+            "cold_start_s": 1.0,
+            "rss_mb": 100.0,
+            "pss_mb": 90.0,
+            "single": workload(*single),
+            "multi": workload(*multi),
+            "latency_100": latency,
+            "latency_half": {**latency, "rate": 400.0},
+        }
+
+    # inferline ran in a fast minute: its texts/s are 4x the peer's, its ratio 3x.
+    s = {
+        "raw": 800.0,
+        "best_peer": {"single": 0.3, "multi": 0.3},
+        "best_peer_p99_100": 3.0,
+        "systems": {
+            "inferline": system((1000.0, 0.9), (1000.0, 0.9)),
+            "litserve": system((250.0, 0.3), (250.0, 0.3)),
+        },
+    }
+    assert "| `single` ≥ 3x the best batching peer | 3.00x | yes |" in report.targets(s)
+    inferline_single = report.table(s)[3]
+    assert "| 0.90 | 3.00 |" in inferline_single
