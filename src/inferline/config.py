@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     access_log: bool = True
     """One JSON line per API request: protocol, model, status, texts, tokens, queue wait and
     inference time (logger ``inferline.access``)."""
+    access_log_refusals_per_s: int = Field(20, ge=0)
+    """At most this many access lines a second for 429 refusals; the others are counted,
+    and one line a second (``"message": "refusals"``) gives their number by protocol, model
+    and path. Under overload refusals come by the thousand a second. 0 writes only the
+    counts; the metrics count every refusal whatever this is."""
     log_texts: bool = False
     """Put the request texts in the access log. Off by default: reviews may hold personal
     data."""

@@ -36,7 +36,7 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; accepted requests finish within the grace period."""
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, refusal_lines=settings.access_log_refusals_per_s)
     tracing.configure_from_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # see TextEncoder
     Manifest.load(settings.model_dir)  # fail fast, before binding, when nothing was built

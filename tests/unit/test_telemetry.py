@@ -162,3 +162,40 @@ def test_multiprocess_mode_merges_every_process(tmp_path: Path) -> None:
     # The second process's scrape counts both processes' requests.
     assert f"inferline_requests_total{{{labels}}} 2.0" in outputs[1]
     assert f"inferline_request_duration_seconds_count{{{labels}}} 2.0" in outputs[1]
+
+
+def test_refusal_lines_are_capped_each_second_and_the_rest_counted() -> None:
+    lines = logs._RefusalLines(2)
+    key = ("rest", "", "POST", "/predict")
+    assert [lines.admit(100.1, key) for _ in range(3)] == [True, True, False]
+    assert not lines.admit(100.9, ("oip_grpc", "sentiment", "ModelInfer", ""))
+    assert lines.admit(101.0, key)  # a new second lets lines through again
+    assert lines.take() == (100.1, {key: 1, ("oip_grpc", "sentiment", "ModelInfer", ""): 1})
+    assert lines.take() is None  # counted once
+
+
+@pytest.mark.parametrize("per_second", [0, 2])
+def test_refusals_past_the_limit_are_logged_as_counts(per_second: int) -> None:
+    refused = RequestRecord("rest", model="sentiment", status="429")
+    served = RequestRecord("rest", model="sentiment", status="200", items=1)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure("info", stream, refusal_lines=per_second)
+    try:
+        for _ in range(5):
+            logs.access(refused, 0.0004, {"method": "POST", "path": "/predict"})
+        logs.access(served, 0.004, {"method": "POST", "path": "/predict"})
+    finally:
+        logs.flush()
+        root.handlers[:], root.level = handlers, level
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    requests = [line for line in lines if line["message"] == "request"]
+    assert [line["status"] for line in requests].count("200") == 1  # served: always a line
+    shown = [line["status"] for line in requests].count("429")
+    (counts,) = [line for line in lines if line["message"] == "refusals"]
+    assert counts["logger"] == "inferline.access"
+    where = (counts["protocol"], counts["model"], counts["method"], counts["path"])
+    assert where == ("rest", "sentiment", "POST", "/predict") and counts["status"] == "429"
+    # Unless the clock's second turned during the loop, the limit held exactly.
+    assert shown + counts["count"] == 5 and per_second <= shown <= 2 * per_second

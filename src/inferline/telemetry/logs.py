@@ -26,6 +26,8 @@ from inferline.telemetry.context import RequestRecord
 
 ACCESS_NAME = "inferline.access"
 ACCESS = logging.getLogger(ACCESS_NAME)
+REFUSED = "429"
+REFUSAL_LINES_PER_S = 20  # Settings.access_log_refusals_per_s's default
 
 # Attributes every LogRecord has; anything else on a record came through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -71,19 +73,56 @@ class _Enqueue(logging.handlers.QueueHandler):
         return record
 
 
+class _RefusalLines:
+    """Lets through at most ``per_second`` access lines for 429s in each second of the clock;
+    the others are counted by protocol, model, method and path, and ``take`` hands over the
+    counts. Thread-safe: the event loop and gRPC's threads both log."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._lock = threading.Lock()
+        self._second = -1
+        self._lines = 0
+        self._held: dict[tuple[str, str, str, str], int] = {}
+        self._since = 0.0  # when the first held refusal came
+
+    def admit(self, now: float, key: tuple[str, str, str, str]) -> bool:
+        second = int(now)
+        with self._lock:
+            if second != self._second:
+                self._second, self._lines = second, 0
+            if self._lines < self.per_second:
+                self._lines += 1
+                return True
+            if not self._held:
+                self._since = now
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+
+    def take(self) -> tuple[float, dict[tuple[str, str, str, str], int]] | None:
+        with self._lock:
+            if not self._held:
+                return None
+            held, self._held = self._held, {}
+            return self._since, held
+
+
 class _AccessWriter:
     """Access lines, one per request, skip the logging machinery (a LogRecord, handler
     locks, a formatter: that cost 10% of `single` throughput, measured). The caller appends
     a snapshot of the request's figures to a deque; a thread of its own builds, serialises
     and writes the lines in batches, so the event loop pays for a tuple. The thread holds
     the GIL while it builds lines, so it is kept lean too: about 2.8 µs a line, against 9 to
-    12 before (thousands of lines a second under overload, one per refusal)."""
+    12 before. Refusals past a limit a second get no line of their own (``access``)."""
 
     FLUSH_S = 0.1
+    SUMMARY_S = 1.0  # how often the refusals held back are counted in the log
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, refusal_lines: int = REFUSAL_LINES_PER_S) -> None:
         self._stream = stream
         self._pending: collections.deque[_Access] = collections.deque()
+        self.refusals = _RefusalLines(refusal_lines)
+        self._summarised = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
         self._thread.start()
@@ -93,10 +132,10 @@ class _AccessWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.FLUSH_S):
-            self._write()
-        self._write()
+            self._write(final=False)
+        self._write(final=True)
 
-    def _write(self) -> None:
+    def _write(self, *, final: bool) -> None:
         # Into one bytearray, line by line: keeping each line's bytes until a join cost
         # 3.6 µs a line more (orjson's output buffers, kept alive, defeat malloc's reuse).
         data = bytearray()
@@ -108,6 +147,10 @@ class _AccessWriter:
                 entry["trace_id"], entry["span_id"] = tracing.hex_ids(span)
             data += orjson.dumps(entry, default=str)
             data += b"\n"
+        now = time.monotonic()
+        if final or now - self._summarised >= self.SUMMARY_S:
+            self._summarised = now
+            data += self._held_back()
         if not data:
             return
         binary = getattr(self._stream, "buffer", None)
@@ -118,6 +161,23 @@ class _AccessWriter:
         else:
             self._stream.write(data.decode())
             self._stream.flush()
+
+    def _held_back(self) -> bytes:
+        """One line per protocol, model, method and path with the refusals whose own lines
+        were held back since the last such line."""
+        taken = self.refusals.take()
+        if taken is None:
+            return b""
+        since, held = taken
+        head: dict[str, Any] = {"time": _iso(time.time()), "level": "info"}
+        head["logger"] = ACCESS_NAME
+        lines = bytearray()
+        for (protocol, model, method, path), count in held.items():
+            entry = {**head, "message": "refusals", "protocol": protocol, "model": model}
+            entry |= {"status": REFUSED, "count": count, "since": _iso(since)}
+            entry |= {k: v for k, v in (("method", method), ("path", path)) if v}
+            lines += orjson.dumps(entry) + b"\n"
+        return bytes(lines)
 
     def close(self) -> None:
         self._stop.set()
@@ -150,12 +210,14 @@ _listener: logging.handlers.QueueListener | None = None
 _access: _AccessWriter | None = None
 
 
-def configure(level: str, stream: TextIO | None = None) -> None:
+def configure(
+    level: str, stream: TextIO | None = None, refusal_lines: int = REFUSAL_LINES_PER_S
+) -> None:
     """JSON lines on ``stream`` (stderr) at ``level``, for inferline and the libraries
-    under it."""
+    under it; at most ``refusal_lines`` access lines a second for 429s."""
     global _listener, _access  # noqa: PLW0603 - one listener and writer per process
     flush()
-    _access = _AccessWriter(stream or sys.stderr)
+    _access = _AccessWriter(stream or sys.stderr, refusal_lines)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     out = logging.StreamHandler(stream or sys.stderr)
     out.setFormatter(JsonFormatter())
@@ -232,9 +294,18 @@ _Access = tuple[float, _Snapshot, Any]
 
 
 def access(record: RequestRecord, duration: float, extra: dict[str, Any] | None = None) -> None:
-    """The access-log line of one request."""
+    """The access-log line of one request. Past the limit a second, a 429's line is only
+    counted: under overload refusals come by the thousand a second, and a line each took
+    about a tenth of the model's goodput at 5x capacity (docs/benchmarks.md, "Overload")."""
     if not ACCESS.isEnabledFor(logging.INFO):
         return
+    created = time.time()
+    writer = _access
+    if writer is not None and record.status == REFUSED:
+        where = extra or {}
+        key = (record.protocol, record.model, where.get("method", ""), where.get("path", ""))
+        if not writer.refusals.admit(created, key):
+            return
     snapshot = _Snapshot(
         record.protocol,
         record.model,
@@ -247,7 +318,7 @@ def access(record: RequestRecord, duration: float, extra: dict[str, Any] | None 
         None if record.texts is None else list(record.texts),
         extra,
     )
-    if _access is None:  # logging not configured by us (a library user): plain logging
+    if writer is None:  # logging not configured by us (a library user): plain logging
         ACCESS.info("request", extra=snapshot.fields())
         return
-    _access.add((time.time(), snapshot, tracing.current_context()))
+    writer.add((created, snapshot, tracing.current_context()))
