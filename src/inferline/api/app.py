@@ -228,11 +228,11 @@ class App:
                 key = self._identify(request)
                 with self.keys.slot(key):
                     if route.queue is not None:
-                        route.queue(request.path_params).check_room()
+                        self._check_room(route.queue(request.path_params))
                     await route.handler(request, send_marked)
             else:
                 if route.queue is not None:
-                    route.queue(request.path_params).check_room()
+                    self._check_room(route.queue(request.path_params))
                 await route.handler(request, send_marked)
         except asyncio.CancelledError:
             if request.disconnected:
@@ -257,6 +257,16 @@ class App:
         finally:
             request.stop_watching()
 
+    @staticmethod
+    def _check_room(queue: Batcher) -> None:
+        try:
+            queue.check_room()
+        except Overloaded:
+            record = context.current()
+            if record is not None:
+                record.model = queue.name  # counted and logged under the model it waited for
+            raise
+
     def early_refusal(
         self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
     ) -> Answer | None:
@@ -275,9 +285,10 @@ class App:
         route, params, path = found
         assert route.queue is not None and route.protocol is not None
         try:
-            refused = route.queue(params).refusal()
+            queue = route.queue(params)
         except InferlineError:  # 404, 503: rare; the normal path words them
             return None
+        refused = queue.refusal()
         if refused is None:
             return None
         # The batcher shares one error while its Retry-After holds, so the answer is built
@@ -289,8 +300,7 @@ class App:
             body = orjson.dumps(route.errors(429, str(refused), refused), option=DUMP_OPTIONS)
             answer = (429, (JSON_TYPE, *error_headers(refused)), body)
             self._refusals[(route.errors, refused)] = answer
-        record = RequestRecord(route.protocol)
-        record.status = "429"
+        record = RequestRecord(route.protocol, model=queue.name, status="429")
         metrics = self.service.metrics
         metrics.reject(refused.reason)
         duration = time.perf_counter() - record.started
