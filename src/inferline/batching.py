@@ -289,10 +289,10 @@ class Batcher:
     def _full_error(self) -> Overloaded:
         # The limits, not the current counts: the message stays the same from one refusal
         # to the next (``refusal`` shares it); the queue depth gauge has the counts.
-        limits = self.limits
+        items, tokens = self.limits.max_queue_items, self.limits.max_queue_tokens
         return Overloaded(
-            f"the {self.name} queue is full: at most {limits.max_queue_items} texts and "
-            f"{limits.max_queue_tokens} tokens wait at once",
+            f"the {self.name} queue is full: at most {items} text{'s' * (items != 1)} and "
+            f"{tokens} token{'s' * (tokens != 1)} wait at once",
             retry_after=self._retry_after(),
         )
 

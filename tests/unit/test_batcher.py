@@ -215,7 +215,7 @@ def test_refusal_is_shared_while_its_retry_after_holds() -> None:
         assert b.refusal() is None  # the new limit leaves room
         b.limits = BatcherLimits(max_batch_size=1, concurrency=1, max_queue_items=1)
         changed = b.refusal()
-        assert changed is not None and "at most 1 texts" in str(changed)
+        assert changed is not None and "at most 1 text and" in str(changed)
         engine.gate.set()
         await asyncio.gather(running, *queued)
         assert b.refusal() is None
