@@ -26,8 +26,9 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.common import DEFAULT_DATA
-from inferline.batching import BatcherLimits, grow
+from inferline.batching import BatcherLimits
 from inferline.config import default_model_dir
+from inferline.grouping import grow
 from inferline.tokenizer import TextEncoder
 
 Cost = Callable[[int, int], float]

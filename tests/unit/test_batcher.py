@@ -9,8 +9,9 @@ from typing import TypeVar
 
 import pytest
 
-from inferline.batching import Batcher, BatcherLimits, BatchReport, grow
+from inferline.batching import Batcher, BatcherLimits, BatchReport
 from inferline.errors import DeadlineExceeded, EngineError, InvalidInput, Overloaded, Unavailable
+from inferline.grouping import grow
 from tests.unit.fakes import CountingEngine, item
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """Packed rows: the engine's layout (engines/packing.py) and the batcher's choice of texts
-for them (batching.fill_rows)."""
+for them (grouping.fill_rows)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inferline.batching import Batcher, BatcherLimits, fill_rows
+from inferline.batching import Batcher, BatcherLimits
 from inferline.engines.packing import pack_batch, pack_rows, packed_tokens
+from inferline.grouping import fill_rows
 from inferline.types import Item
 from tests.unit.fakes import CountingEngine
 
