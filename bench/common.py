@@ -11,6 +11,7 @@ import re
 import resource
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,23 +48,20 @@ def run_child(command: list[str]) -> tuple[str, float]:
 
 
 def wrk(
-    url: str, bodies: Path, connections: int, duration: float, texts_per_request: int = 1
+    url: str,
+    bodies: Path,
+    connections: int,
+    duration: float,
+    texts_per_request: int = 1,
+    *,
+    headers: Sequence[str] = (),
 ) -> WrkResult:
-    """wrk, one thread, cycling through the JSON bodies in ``bodies`` (one a line)."""
-    out, cpu = run_child(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "-s",
-            str(LUA),
-            url,
-            "--",
-            str(bodies),
-        ]
-    )
+    """wrk, one thread, cycling through the JSON bodies in ``bodies`` (one a line);
+    ``headers`` are extra ``Name: value`` lines for every request."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    out, cpu = run_child([*command, "-s", str(LUA), url, "--", str(bodies)])
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     rps *= texts_per_request
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]

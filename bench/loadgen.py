@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -142,9 +143,12 @@ async def open_loop(
     rate: float,
     duration: float,
     connections: int = 256,
+    headers: Sequence[str] = (),
 ) -> OpenLoopResult:
+    """``headers`` are extra ``Name: value`` lines sent with every request."""
+    extra = "".join(f"{line}\r\n" for line in headers)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{extra}"
         "Content-Length: "
     ).encode()
     requests = [head + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]

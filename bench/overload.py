@@ -1,13 +1,15 @@
 """The `overload` scenario: goodput (successful texts/s) at 1x, 2x and 5x capacity.
 
-    python -m bench.overload [--duration 15] [--rounds 3] [--capacity N]
+    python -m bench.overload [--duration 15] [--rounds 3] [--capacity N] [--api-key KEY]
 
 Capacity is the `single` maximum measured with wrk (64 connections, 5 s) right before each
 1x run, and the 2x and 5x runs that follow use it: this shared host's speed drifts, and a
 capacity measured once at the start leaves later 1x runs below capacity when the host
 speeds up (no refusals, goodput capped at the offered load) and over it when it slows
 down. `--capacity` fixes it instead.
-The server runs with a queue of 128 texts and the client holds 512 connections.
+The server runs with a queue of 128 texts and the client holds 512 connections. With
+`--api-key` the server requires that key (as deployed, docs/deployment.md) and every request
+carries it.
 Load is open loop (bench/loadgen.py) in its own process, 1 text per request, so refusals
 are visible as 429s rather than hidden as client back-off. The generator shares the 2 cores;
 its actual send rate is reported beside the target.
@@ -37,7 +39,9 @@ CONNECTIONS = 512
 QUEUE = 128  # about 0.1 s of work at capacity: the latency budget of a synchronous API
 
 
-def offered(port: int, bodies: list[bytes], rate: float, duration: float) -> dict[str, float]:
+def offered(
+    port: int, bodies: list[bytes], rate: float, duration: float, api_key: str = ""
+) -> dict[str, float]:
     result = uvloop.run(
         open_loop(
             "127.0.0.1",
@@ -47,6 +51,7 @@ def offered(port: int, bodies: list[bytes], rate: float, duration: float) -> dic
             rate=rate,
             duration=duration,
             connections=CONNECTIONS,
+            headers=[f"Authorization: Bearer {api_key}"] if api_key else [],
         )
     )
     ok = sorted(result.by_status.get(200, []))
@@ -71,7 +76,7 @@ def _cpu_s(pid: int) -> float:
 
 def child(args: argparse.Namespace) -> None:
     bodies = [line.encode() for line in Path(args.bodies).read_text().splitlines()]
-    print(json.dumps(offered(args.port, bodies, args.rate, args.duration)))
+    print(json.dumps(offered(args.port, bodies, args.rate, args.duration, args.api_key)))
 
 
 FACTORS = (1, 2, 5)
@@ -83,6 +88,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--capacity", type=float, default=0.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--api-key", default="", help="serve with this API key required, and send it"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -96,13 +104,19 @@ def main() -> None:
     capacities: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         files, _ = write_bodies(args.data, Path(tmp))
-        proc, _ = start_server(port, {"INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE)})
+        env = {"INFERLINE_MAX_QUEUE_ITEMS": str(QUEUE)}
+        if args.api_key:
+            env["INFERLINE_API_KEYS"] = args.api_key
+        proc, _ = start_server(port, env)
+        url = f"http://127.0.0.1:{port}/predict"
+        auth = [f"Authorization: Bearer {args.api_key}"] if args.api_key else []
         try:
 
             def load(factor: int, capacity: float) -> None:
                 server_before = _cpu_s(proc.pid)
                 command = [sys.executable, "-m", "bench.overload", "--child", "--port", str(port)]
                 command += ["--rate", str(factor * capacity), "--duration", str(args.duration)]
+                command += ["--api-key", args.api_key]
                 out, client_cpu = run_child([*command, "--bodies", str(files["single"])])
                 row = json.loads(out)
                 row["client_cores"] = client_cpu / args.duration
@@ -113,8 +127,7 @@ def main() -> None:
             def at_capacity() -> float:
                 """A 1x run at the capacity measured just before it; returns that capacity."""
                 capacity = (
-                    args.capacity
-                    or wrk(f"http://127.0.0.1:{port}/predict", files["single"], 64, 5).texts_per_s
+                    args.capacity or wrk(url, files["single"], 64, 5, headers=auth).texts_per_s
                 )
                 capacities.append(capacity)
                 load(1, capacity)

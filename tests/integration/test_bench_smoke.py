@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from bench import overload, report
-from bench.common import END, START, splice
+from bench.common import END, START, splice, wrk
 from bench.telemetry import plan, ratios_of
 
-from tests.conftest import model_dir
+from tests.conftest import ServerFactory, model_dir
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +184,21 @@ def test_systems_are_compared_through_their_ratios_to_the_raw_engine() -> None:
     assert "| `single` ≥ 3x the best batching peer | 3.00x | yes |" in report.targets(s)
     inferline_single = report.table(s)[3]
     assert "| 0.90 | 3.00 |" in inferline_single
+
+
+def test_overload_load_carries_the_api_key(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """`bench.overload --api-key`: wrk (capacity) and the open-loop client both send it."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make test installs it)")
+    server = server_factory({"INFERLINE_API_KEYS": "k1"})
+    port = int(server.url.rsplit(":", 1)[1])
+    bodies = [b'{"text": "great phone"}', b'{"text": "it broke"}']
+    keyed = overload.offered(port, bodies, rate=40, duration=0.5, api_key="k1")
+    assert keyed["goodput"] > 0 and keyed["refused"] == 0 and keyed["errors"] == 0
+    bare = overload.offered(port, bodies, rate=40, duration=0.5)
+    assert bare["goodput"] == 0  # 401s: the key is what let the first run in
+    lines = tmp_path / "bodies.jsonl"
+    lines.write_bytes(b"\n".join(bodies) + b"\n")
+    url = server.url + "/predict"
+    assert wrk(url, lines, 2, 1, headers=["Authorization: Bearer k1"]).non_2xx == 0
+    assert wrk(url, lines, 2, 1).non_2xx > 0

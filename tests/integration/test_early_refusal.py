@@ -225,14 +225,27 @@ def test_refusals_at_the_headers_are_counted_and_logged(busy_server: Server) -> 
 
 
 def test_with_api_keys_a_missing_key_is_401_before_any_429(server_factory: ServerFactory) -> None:
-    server = server_factory({**SETTINGS, "INFERLINE_API_KEYS": "k1"})
+    server = server_factory({**SETTINGS, "INFERLINE_API_KEYS": "k1,k2"})
     with saturated(server, "sentiment", {"Authorization": "Bearer k1"}), connect(server) as sock:
-        ((status, headers, _),) = exchange(sock, request("/predict", PREDICT))
-        assert status == 401 and "www-authenticate" in headers
-        keyed = request("/predict", PREDICT, "Authorization: Bearer k1\r\n")
+        for extra in ("", "Authorization: Bearer nope\r\n", "X-API-Key: k3\r\n"):
+            ((status, headers, _),) = exchange(sock, request("/predict", PREDICT, extra))
+            assert status == 401 and "www-authenticate" in headers
+        for extra in ("Authorization: Bearer k1\r\n", "X-API-Key: k2\r\n"):
+            # A valid key is refused at the headers: the body that follows is skipped.
+            head, _, body = request("/predict", PREDICT, extra).partition(b"\r\n\r\n")
+            ((status, headers, _),) = exchange(sock, head + b"\r\n\r\n")
+            assert status == 429 and headers["retry-after"].isdigit()
+            ((status, _, _),) = exchange(sock, body + b"GET /health/live HTTP/1.1\r\n\r\n")
+            assert status == 200
+        # A "%" in the URL sends the request down the normal path (the handler's own check).
+        keyed = request("/predict?q=%41", PREDICT, "Authorization: Bearer k2\r\n")
         ((status, _, _),) = exchange(sock, keyed)
         assert status == 429
-    # Refused by the handler's own check (keys turn the early path off), and still counted
-    # under the model whose queue was full.
+    # Either way a refusal is counted under the model whose queue was full.
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'inferline_requests_total{model="sentiment",protocol="rest",status="429"}' in metrics
+    found = re.search(
+        r'^inferline_requests_total\{model="sentiment",protocol="rest",status="429"\} (\S+)$',
+        metrics,
+        re.M,
+    )
+    assert found and float(found.group(1)) >= 3

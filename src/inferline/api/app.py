@@ -275,14 +275,17 @@ class App:
         normally. api/wire.py sends it without starting the ASGI machinery: under overload
         most requests are refusals, and each one's CPU is taken from the model.
 
-        Only a plain refusal qualifies: with API keys (401 and the per-key limits come
-        first) or tracing on (the span), every request takes the normal path."""
+        With API keys on, the key is checked here too, and a request without a valid one
+        takes the normal path to its 401. With tracing on (the span), every request takes
+        the normal path."""
         if method != b"POST" or not self.service.saturated():
             return None
         found = self._early_route(url, headers)
         if found is None:
             return None
         route, params, path = found
+        if self.keys.enabled and not self.keys.is_open(path) and not self._has_key(headers):
+            return None
         assert route.queue is not None and route.protocol is not None
         try:
             queue = route.queue(params)
@@ -312,7 +315,7 @@ class App:
     def _early_route(
         self, url: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[Route, dict[str, str], str] | None:
-        if self.keys.enabled or tracing.enabled() or b"%" in url:
+        if tracing.enabled() or b"%" in url:
             return None
         if sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes:
             return None  # 431 comes first
@@ -322,6 +325,19 @@ class App:
         if found is None or route is None or route.queue is None or route.protocol is None:
             return None
         return route, found[1], path
+
+    def _has_key(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the headers carry a valid API key (the first of each header, as
+        ``Request.header`` reads them)."""
+        found: dict[bytes, str] = {}
+        for name, value in headers:
+            if name in (b"authorization", b"x-api-key") and name not in found:
+                found[name] = value.decode("latin-1")
+        try:
+            self.keys.identify(found.get(b"authorization"), found.get(b"x-api-key"))
+        except Unauthorized:
+            return False
+        return True
 
     def _identify(self, request: Request) -> int:
         authorization = request.header(b"authorization")
