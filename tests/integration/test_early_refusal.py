@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -249,3 +250,33 @@ def test_with_api_keys_a_missing_key_is_401_before_any_429(server_factory: Serve
         re.M,
     )
     assert found and float(found.group(1)) >= 3
+
+
+def test_with_tracing_a_refusal_at_the_headers_has_its_server_span(
+    server_factory: ServerFactory,
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    server = server_factory({**SETTINGS, **env})
+    parent = f"traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n"
+    with saturated(server, "sentiment"), connect(server) as sock:
+        ((status, _, _),) = exchange(sock, request("/predict", PREDICT, parent))
+        assert status == 429
+
+    def spans() -> list[dict[str, Any]]:
+        """The console exporter's spans: indented JSON objects among the log lines."""
+        decoder, text, found = json.JSONDecoder(), server.output(), []
+        for match in re.finditer(r"^\{\n", text, re.M):
+            found.append(decoder.raw_decode(text, match.start())[0])
+        return found
+
+    give_up = time.monotonic() + 10
+    while not (mine := [s for s in spans() if s["context"]["trace_id"] == f"0x{trace_id}"]):
+        assert time.monotonic() < give_up, "no span for the refused request"
+        time.sleep(0.1)
+    (span,) = mine
+    assert span["name"] == "POST /predict" and span["kind"] == "SpanKind.SERVER"
+    assert span["parent_id"] == "0x00f067aa0ba902b7"
+    attributes = span["attributes"]
+    assert attributes["http.response.status_code"] == 429
+    assert attributes["inferline.model"] == "sentiment"

@@ -176,7 +176,7 @@ class App:
                     await self._serve(route, request, send)
                 finally:
                     self._finish(record, request)  # in the span: the log line has its ids
-                    self._close_span(record, request)
+                    self._close_span(record, request.status)
                     traced.close()
             else:
                 try:
@@ -197,11 +197,11 @@ class App:
             logs.access(record, duration, extra)
 
     @staticmethod
-    def _close_span(record: RequestRecord, request: Request) -> None:
+    def _close_span(record: RequestRecord, status: int) -> None:
         span = record.span
         span.set_attributes(  # one call: each set_attribute takes the span's lock
             {
-                "http.response.status_code": request.status,
+                "http.response.status_code": status,
                 "inferline.model": record.model,
                 "inferline.items": record.items,
                 "inferline.tokens": record.tokens,
@@ -209,7 +209,7 @@ class App:
                 "inferline.inference_seconds": record.inference,
             }
         )
-        if request.status >= 500:
+        if status >= 500:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR))
@@ -276,16 +276,14 @@ class App:
         most requests are refusals, and each one's CPU is taken from the model.
 
         With API keys on, the key is checked here too, and a request without a valid one
-        takes the normal path to its 401. With tracing on (the span), every request takes
-        the normal path."""
+        takes the normal path to its 401. With tracing on, the refusal gets its server span
+        here, as it would on the normal path."""
         if method != b"POST" or not self.service.saturated():
             return None
         found = self._early_route(url, headers)
         if found is None:
             return None
         route, params, path = found
-        if self.keys.enabled and not self.keys.is_open(path) and not self._has_key(headers):
-            return None
         assert route.queue is not None and route.protocol is not None
         try:
             queue = route.queue(params)
@@ -294,28 +292,45 @@ class App:
         refused = queue.refusal()
         if refused is None:
             return None
+        record = RequestRecord(route.protocol, model=queue.name, status="429")
+        if tracing.enabled():
+            attributes = {"http.request.method": "POST", "http.route": route.path}
+            carrier = tracing.carrier_of(headers)
+            traced = tracing.open_server(f"POST {route.path}", carrier, attributes)
+            record.span = traced.span
+            try:
+                self._count_refusal(record, refused, path)  # in the span: its log line has ids
+                self._close_span(record, 429)
+            finally:
+                traced.close()
+        else:
+            self._count_refusal(record, refused, path)
+        return self._refusal_answer(route.errors, refused)
+
+    def _refusal_answer(self, errors: ErrorBody, refused: Overloaded) -> Answer:
         # The batcher shares one error while its Retry-After holds, so the answer is built
         # once for it: under overload this runs thousands of times a second.
-        answer = self._refusals.get((route.errors, refused))
+        answer = self._refusals.get((errors, refused))
         if answer is None:
             if len(self._refusals) >= 64:
                 self._refusals.clear()
-            body = orjson.dumps(route.errors(429, str(refused), refused), option=DUMP_OPTIONS)
+            body = orjson.dumps(errors(429, str(refused), refused), option=DUMP_OPTIONS)
             answer = (429, (JSON_TYPE, *error_headers(refused)), body)
-            self._refusals[(route.errors, refused)] = answer
-        record = RequestRecord(route.protocol, model=queue.name, status="429")
+            self._refusals[(errors, refused)] = answer
+        return answer
+
+    def _count_refusal(self, record: RequestRecord, refused: Overloaded, path: str) -> None:
         metrics = self.service.metrics
         metrics.reject(refused.reason)
         duration = time.perf_counter() - record.started
         metrics.record_request(record, duration)
         if self.settings.access_log:
             logs.access(record, duration, {"method": "POST", "path": path})
-        return answer
 
     def _early_route(
         self, url: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[Route, dict[str, str], str] | None:
-        if tracing.enabled() or b"%" in url:
+        if b"%" in url:  # percent-decoding is the normal path's
             return None
         if sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes:
             return None  # 431 comes first
@@ -324,6 +339,8 @@ class App:
         route = found[0].get("POST") if found else None
         if found is None or route is None or route.queue is None or route.protocol is None:
             return None
+        if self.keys.enabled and not self.keys.is_open(path) and not self._has_key(headers):
+            return None  # the normal path answers 401
         return route, found[1], path
 
     def _has_key(self, headers: list[tuple[bytes, bytes]]) -> bool:
