@@ -39,6 +39,10 @@ CONNECTIONS = 512
 QUEUE = 128  # about 0.1 s of work at capacity: the latency budget of a synchronous API
 
 
+def _auth(api_key: str) -> list[str]:
+    return [f"Authorization: Bearer {api_key}"] if api_key else []
+
+
 def offered(
     port: int, bodies: list[bytes], rate: float, duration: float, api_key: str = ""
 ) -> dict[str, float]:
@@ -51,7 +55,7 @@ def offered(
             rate=rate,
             duration=duration,
             connections=CONNECTIONS,
-            headers=[f"Authorization: Bearer {api_key}"] if api_key else [],
+            headers=_auth(api_key),
         )
     )
     ok = sorted(result.by_status.get(200, []))
@@ -108,8 +112,7 @@ def main() -> None:
         if args.api_key:
             env["INFERLINE_API_KEYS"] = args.api_key
         proc, _ = start_server(port, env)
-        url = f"http://127.0.0.1:{port}/predict"
-        auth = [f"Authorization: Bearer {args.api_key}"] if args.api_key else []
+        url, auth = f"http://127.0.0.1:{port}/predict", _auth(args.api_key)
         try:
 
             def load(factor: int, capacity: float) -> None:

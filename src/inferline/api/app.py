@@ -225,7 +225,7 @@ class App:
 
         try:
             if self.keys.enabled and not self.keys.is_open(scope["path"]):
-                key = self._identify(request)
+                key = self._identify(scope["headers"])
                 with self.keys.slot(key):
                     if route.queue is not None:
                         self._check_room(route.queue(request.path_params))
@@ -344,25 +344,20 @@ class App:
         return route, found[1], path
 
     def _has_key(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether the headers carry a valid API key (the first of each header, as
-        ``Request.header`` reads them)."""
-        found: dict[bytes, str] = {}
-        for name, value in headers:
-            if name in (b"authorization", b"x-api-key") and name not in found:
-                found[name] = value.decode("latin-1")
         try:
-            self.keys.identify(found.get(b"authorization"), found.get(b"x-api-key"))
+            self._identify(headers)
         except Unauthorized:
             return False
         return True
 
-    def _identify(self, request: Request) -> int:
-        authorization = request.header(b"authorization")
-        api_key = request.header(b"x-api-key")
-        return self.keys.identify(
-            authorization.decode("latin-1") if authorization is not None else None,
-            api_key.decode("latin-1") if api_key is not None else None,
-        )
+    def _identify(self, headers: list[tuple[bytes, bytes]]) -> int:
+        """The presented API key's id, from the first ``Authorization`` and ``X-API-Key``
+        headers; Unauthorized when there is no valid one."""
+        found: dict[bytes, str] = {}
+        for name, value in headers:
+            if name in (b"authorization", b"x-api-key") and name not in found:
+                found[name] = value.decode("latin-1")
+        return self.keys.identify(found.get(b"authorization"), found.get(b"x-api-key"))
 
     async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)

@@ -76,7 +76,7 @@ class _Enqueue(logging.handlers.QueueHandler):
 class _RefusalLines:
     """Lets through at most ``per_second`` access lines for 429s in each second of the clock;
     the others are counted by protocol, model, method and path, and ``take`` hands over the
-    counts. Thread-safe: the event loop and gRPC's threads both log."""
+    counts. Locked: ``access`` is public, and any thread may call it."""
 
     def __init__(self, per_second: int) -> None:
         self.per_second = per_second
