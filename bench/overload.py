@@ -72,10 +72,15 @@ def offered(
     }
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds that process ``pid`` has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds that process ``pid`` has used: all its threads, and its main thread (the
+    server's event loop)."""
+
+    def of(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return of(f"/proc/{pid}/stat"), of(f"/proc/{pid}/task/{pid}/stat")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -116,14 +121,17 @@ def main() -> None:
         try:
 
             def load(factor: int, capacity: float) -> None:
-                server_before = _cpu_s(proc.pid)
+                before = _cpu_s(proc.pid)
                 command = [sys.executable, "-m", "bench.overload", "--child", "--port", str(port)]
                 command += ["--rate", str(factor * capacity), "--duration", str(args.duration)]
                 command += ["--api-key", args.api_key]
                 out, client_cpu = run_child([*command, "--bodies", str(files["single"])])
                 row = json.loads(out)
                 row["client_cores"] = client_cpu / args.duration
-                row["server_cores"] = (_cpu_s(proc.pid) - server_before) / args.duration
+                after = _cpu_s(proc.pid)
+                row["server_cores"], row["loop_cores"] = (
+                    (b - a) / args.duration for a, b in zip(before, after, strict=True)
+                )
                 runs[factor].append(row)
                 print(f"{factor}x: {row}", file=sys.stderr, flush=True)
 
@@ -165,9 +173,10 @@ def report(
         "Medians over the runs; goodput vs 1x is each round's goodput over the mean of the "
         "1x runs before and after it (their median; each round in brackets).\n",
         "| offered | sent/s | goodput texts/s | goodput vs 1x | 200 p99 ms | 429s | 429 p99 ms "
-        "| 504s | errors | client CPU (cores) | server CPU (cores) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| 504s | errors | client CPU (cores) | server CPU (cores) | of it, event loop |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    medians: dict[tuple[int, str], float] = {}
     for factor in FACTORS:
         rows = runs[factor]
         if factor == 1:
@@ -176,9 +185,10 @@ def report(
             each = [r["goodput"] / ref for r, ref in zip(rows, around, strict=True)]
             ratio = f"{statistics.median(each):.2f} ({', '.join(f'{x:.2f}' for x in each)})"
 
-        def med(key: str, rows: list[dict[str, float]] = rows) -> float:
+        def med(key: str, rows: list[dict[str, float]] = rows, factor: int = factor) -> float:
             values = [r[key] for r in rows if not math.isnan(r[key])]
-            return statistics.median(values) if values else math.nan
+            medians[factor, key] = statistics.median(values) if values else math.nan
+            return medians[factor, key]
 
         refused_p99 = med("refused_p99_ms")  # over the runs that refused anything
         lines.append(
@@ -186,8 +196,18 @@ def report(
             f"{med('goodput'):.0f} | {ratio} | {med('ok_p99_ms'):.0f} | {med('refused'):.0f} | "
             f"{'—' if math.isnan(refused_p99) else f'{refused_p99:.1f}'} | "
             f"{med('expired'):.0f} | {med('errors'):.0f} | "
-            f"{med('client_cores'):.2f} | {med('server_cores'):.2f} |"
+            f"{med('client_cores'):.2f} | {med('server_cores'):.2f} | {med('loop_cores'):.2f} |"
         )
+
+    def rise(key: str) -> float:
+        return medians[5, key] - medians[1, key]
+
+    rest = rise("server_cores") - rise("loop_cores")
+    lines.append(
+        f"\nFrom 1x to 5x the event loop's CPU rose by {rise('loop_cores'):.2f} cores and the "
+        f"client's by {rise('client_cores'):.2f}; the rest of the server (the inference lanes) "
+        f"had {-rest:.2f} cores {'fewer' if rest <= 0 else 'more'} (medians)."
+    )
     return "\n".join(lines)
 
 

@@ -116,7 +116,9 @@ def test_telemetry_runs_sit_between_off_runs() -> None:
 
 
 def test_overload_report_compares_each_round_with_the_1x_runs_around_it() -> None:
-    def row(target: float, goodput: float, refused: int, refused_p99: float) -> dict[str, float]:
+    def row(
+        target: float, goodput: float, refused: int, refused_p99: float, load: int = 1
+    ) -> dict[str, float]:
         return {
             "target": target,
             "sent_per_s": target,
@@ -126,14 +128,15 @@ def test_overload_report_compares_each_round_with_the_1x_runs_around_it() -> Non
             "refused_p99_ms": refused_p99,
             "expired": 0,
             "errors": 0,
-            "client_cores": 0.1,
-            "server_cores": 1.9,
+            "client_cores": 0.1 + 0.02 * load,
+            "server_cores": 1.92 - 0.02 * load,
+            "loop_cores": 0.2 + 0.03 * load,
         }
 
     runs = {
         1: [row(600, 600, 0, math.nan), row(700, 580, 40, 3.0), row(650, 620, 0, math.nan)],
-        2: [row(1200, 540, 600, 4.0), row(1400, 600, 800, 5.0)],
-        5: [row(3000, 530, 2400, 6.0), row(3500, 540, 2900, 7.0)],
+        2: [row(1200, 540, 600, 4.0, 2), row(1400, 600, 800, 5.0, 2)],
+        5: [row(3000, 530, 2400, 6.0, 5), row(3500, 540, 2900, 7.0, 5)],
     }
     args = argparse.Namespace(capacity=0.0, rounds=2, duration=10.0)
     table = overload.report([600.0, 700.0, 650.0], runs, args)
@@ -144,6 +147,10 @@ def test_overload_report_compares_each_round_with_the_1x_runs_around_it() -> Non
     assert "| 0.96 (0.92, 1.00) |" in lines["2x"]
     # the 429s' p99 is over the runs that refused anything, and a dash when none did
     assert "| 3.0 |" in lines["1x"] and "| 6.5 |" in lines["5x"]
+    assert "| 0.20 | 1.82 | 0.35 |" in lines["5x"]  # client, server, of it the event loop
+    # the server lost 0.08 cores, and its loop took 0.12 more: the lanes had 0.20 fewer
+    assert "loop's CPU rose by 0.12 cores and the client's by 0.08" in table
+    assert "the rest of the server (the inference lanes) had 0.20 cores fewer" in table
     runs[1][1]["refused_p99_ms"] = math.nan
     assert "| — |" in overload.report([600.0, 700.0, 650.0], runs, args)
 
