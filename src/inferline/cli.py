@@ -112,6 +112,15 @@ def _bench_parser(commands: Any) -> None:
     )
     bench.add_argument("--json", action="store_true", help="print JSON")
     bench.add_argument("--quiet", action="store_true", help="no live progress on stderr")
+    bench.add_argument(
+        "--api-key",
+        default=None,
+        help="sent as 'Authorization: Bearer KEY' (default: $INFERLINE_API_KEY, which keeps "
+        "the key out of the process list)",
+    )
+    bench.add_argument("--cacert", type=Path, default=None, help="https: CA bundle to trust")
+    bench.add_argument("--cert", type=Path, default=None, help="https: client certificate")
+    bench.add_argument("--key", type=Path, default=None, help="https: the client key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from inferline.loadtest.runner import main as bench
 
-            return bench(args)
+            try:
+                return bench(args)
+            except OSError as exc:  # refused, unreachable, or a TLS failure
+                print(f"inferline: cannot load-test {args.url}: {exc}", file=sys.stderr)
+                return 2
         return _dispatch(args)
     except (InferlineError, FileNotFoundError, ValueError) as exc:
         print(f"inferline: {exc}", file=sys.stderr)

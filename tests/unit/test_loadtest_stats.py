@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,19 @@ def test_target_parse() -> None:
     assert Target.parse("http://localhost:8000") == Target("localhost", 8000, "/predict")
     assert Target.parse("127.0.0.1:9000/api/") == Target("127.0.0.1", 9000, "/api/predict")
     assert Target.parse("http://svc") == Target("svc", 80, "/predict")
-    with pytest.raises(ValueError):
-        Target.parse("https://example.invalid")
+    secure = Target.parse("https://svc/v1")
+    assert (secure.port, secure.path) == (443, "/v1/predict")
+    assert secure.tls is not None and secure.tls.verify_mode == ssl.CERT_REQUIRED
+    keyed = Target.parse("svc:81", headers=["Authorization: Bearer k1"])
+    assert b"\r\nAuthorization: Bearer k1\r\nContent-Length: " in keyed.head()
+    for url in ("ftp://svc", "http://"):
+        with pytest.raises(ValueError):
+            Target.parse(url)
+    with pytest.raises(ValueError, match="https"):
+        Target.parse("http://svc", tls=ssl.create_default_context())
+    for line in ("Authorization: Bearer k1\r\nX: 1", "no colon", ": empty name"):
+        with pytest.raises(ValueError, match="one 'Name: value' line"):
+            Target.parse("svc", headers=[line])
 
 
 def test_bodies_single_and_multi() -> None:

@@ -8,6 +8,8 @@ connection (opening more up to a cap) and its latency runs from its scheduled ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,21 +25,42 @@ class Target:
     host: str
     port: int
     path: str
+    tls: ssl.SSLContext | None = None  # set for https:// URLs
+    headers: tuple[str, ...] = ()  # extra ``Name: value`` lines, such as an API key's
 
     @classmethod
-    def parse(cls, url: str, path: str = "/predict") -> Target:
-        """``http://host[:port][/prefix]``: requests go to prefix + ``path``."""
+    def parse(
+        cls,
+        url: str,
+        path: str = "/predict",
+        *,
+        tls: ssl.SSLContext | None = None,
+        headers: Sequence[str] = (),
+    ) -> Target:
+        """``http[s]://host[:port][/prefix]``: requests go to prefix + ``path``. An https URL
+        uses ``tls``, or the system's trusted CAs when it is None."""
         parts = urlsplit(url if "://" in url else "http://" + url)
-        if parts.scheme != "http":
-            raise ValueError(f"only http:// URLs are supported, not {url!r}")
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"only http:// and https:// URLs are supported, not {url!r}")
         if not parts.hostname:
             raise ValueError(f"no host in {url!r}")
-        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/") + path)
+        secure = parts.scheme == "https"
+        if not secure and tls is not None:
+            raise ValueError(f"TLS settings need an https:// URL, not {url!r}")
+        if secure and tls is None:
+            tls = ssl.create_default_context()
+        for line in headers:  # never echoed: it may hold a key
+            name, colon, _ = line.partition(":")
+            if not colon or not name.strip() or "\r" in line or "\n" in line:
+                raise ValueError("an extra header must be one 'Name: value' line")
+        port = parts.port or (443 if secure else 80)
+        return cls(parts.hostname, port, parts.path.rstrip("/") + path, tls, tuple(headers))
 
     def head(self) -> bytes:
+        extra = "".join(f"{line}\r\n" for line in self.headers)
         return (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            "Content-Type: application/json\r\nContent-Length: "
+            f"Content-Type: application/json\r\n{extra}Content-Length: "
         ).encode()
 
 
@@ -53,7 +76,7 @@ class Record:
 
 
 async def connect(target: Target) -> Connection:
-    return await asyncio.open_connection(target.host, target.port)
+    return await asyncio.open_connection(target.host, target.port, ssl=target.tls)
 
 
 async def request(conn: Connection, head: bytes, body: bytes) -> int:
@@ -89,6 +112,16 @@ def close(conn: Connection) -> None:
     conn[1].close()
 
 
+async def shut(conns: Sequence[Connection]) -> None:
+    """Close ``conns`` and wait, briefly, until they are: a TLS connection sends its
+    close-notify after ``close()`` returns, while the loop still runs."""
+    for conn in conns:
+        close(conn)
+    waits = (conn[1].wait_closed() for conn in conns)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 2)
+
+
 def stale(conn: Connection) -> bool:
     """Whether the server has closed the connection (its FIN has arrived)."""
     reader, writer = conn
@@ -104,7 +137,13 @@ async def closed_loop(
     record: Record,
 ) -> Record:
     head = target.head()
-    conns = [await connect(target) for _ in range(connections)]
+    conns: list[Connection] = []
+    try:
+        for _ in range(connections):
+            conns.append(await connect(target))
+    except BaseException:
+        await shut(conns)
+        raise
     started = time.perf_counter()
     stop_at = started + duration
 
@@ -129,10 +168,11 @@ async def closed_loop(
                 if 200 <= status < 300:
                     record.latencies.append(time.perf_counter() - sent)
             i += connections
-        close(conn)
+        conns[index] = conn
 
     await asyncio.gather(*(worker(n) for n in range(connections)))
     record.elapsed = time.perf_counter() - started
+    await shut(conns)
     return record
 
 
@@ -174,10 +214,9 @@ class Pool:
                 self.idle.append(conn)
             self._free.notify()
 
-    def close(self) -> None:
-        for conn in self.idle:
-            close(conn)
-        self.idle.clear()
+    async def close(self) -> None:
+        idle, self.idle = self.idle, []
+        await shut(idle)
 
 
 async def open_loop(
@@ -234,5 +273,5 @@ async def open_loop(
         record.sent += 1
     await asyncio.gather(*tasks)
     record.elapsed = now() - start
-    pool.close()
+    await pool.close()
     return record

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -95,10 +97,13 @@ async def run_workload(
     connections: int | None = None,
     rate: float | None = None,
     progress: TextIO | None = None,
+    tls: ssl.SSLContext | None = None,
+    headers: Sequence[str] = (),
 ) -> Outcome:
-    """One workload; ``latency`` needs ``rate`` (requests/s, one text each)."""
+    """One workload; ``latency`` needs ``rate`` (requests/s, one text each). ``tls`` and
+    ``headers`` are as for :meth:`Target.parse`."""
     spec = WORKLOADS[workload]
-    target = Target.parse(url)
+    target = Target.parse(url, tls=tls, headers=headers)
     payloads = bodies(texts, spec.texts_per_request)
     record = Record()
     label = workload if rate is None else f"{workload} @{rate:.0f}/s"
@@ -150,35 +155,32 @@ async def run(
     connections: int | None = None,
     rate: float | None = None,
     progress: TextIO | None = None,
+    tls: ssl.SSLContext | None = None,
+    headers: Sequence[str] = (),
 ) -> list[Outcome]:
     """The workloads in order. ``latency`` without a rate runs at 50% of the ``single``
     throughput measured in this call (measuring it first when ``single`` is not asked for)."""
     outcomes: list[Outcome] = []
     single: float | None = None
+    common: dict[str, Any] = {"duration": duration, "progress": progress}
+    common.update(tls=tls, headers=headers)
     for name in workloads:
         if name == "latency" and rate is None:
             if single is None:
-                first = await run_workload(
-                    url, "single", texts, duration=duration, progress=progress
-                )
+                first = await run_workload(url, "single", texts, **common)
                 outcomes.append(first)
                 single = first.summary.texts_per_s
             if single <= 0:
                 raise ValueError("no successful response on `single`: cannot pick a rate")
-            outcomes.append(
-                await run_workload(
-                    url, name, texts, duration=duration, rate=0.5 * single, progress=progress
-                )
-            )
+            outcomes.append(await run_workload(url, name, texts, rate=0.5 * single, **common))
             continue
         outcome = await run_workload(
             url,
             name,
             texts,
-            duration=duration,
             connections=connections,
             rate=rate if name == "latency" else None,
-            progress=progress,
+            **common,
         )
         if name == "single":
             single = outcome.summary.texts_per_s
@@ -216,10 +218,34 @@ def plot(outcomes: Sequence[Outcome], directory: Path, name: str = "inferline") 
     return written
 
 
-def main(args: Any, out: TextIO = sys.stdout) -> int:
-    """Entry point of ``inferline bench`` (``args`` from the CLI's parser)."""
+def tls_context(
+    cafile: Path | None, certfile: Path | None, keyfile: Path | None
+) -> ssl.SSLContext | None:
+    """The client's TLS settings; None when none is given (an https:// URL then trusts the
+    system's CAs)."""
+    if cafile is None and certfile is None and keyfile is None:
+        return None
+    if (certfile is None) != (keyfile is None):
+        raise ValueError("--cert and --key go together")
+    context = ssl.create_default_context(cafile=cafile)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def auth_headers(api_key: str | None) -> list[str]:
+    """The ``Authorization`` line for ``api_key`` (from --api-key or INFERLINE_API_KEY)."""
+    key = api_key if api_key is not None else os.environ.get("INFERLINE_API_KEY", "")
+    return [f"Authorization: Bearer {key}"] if key else []
+
+
+def main(args: Any, out: TextIO | None = None) -> int:
+    """Entry point of ``inferline bench`` (``args`` from the CLI's parser); prints to
+    ``out``, or to whatever ``sys.stdout`` is at the time."""
+    out = out or sys.stdout
     workloads = ["single", "multi", "latency"] if args.workload == "all" else [args.workload]
     texts = load_texts(args.data)
+    headers = auth_headers(args.api_key)
     outcomes = asyncio.run(
         run(
             args.url,
@@ -229,6 +255,8 @@ def main(args: Any, out: TextIO = sys.stdout) -> int:
             connections=args.connections,
             rate=args.rate,
             progress=None if args.quiet else sys.stderr,
+            tls=tls_context(args.cacert, args.cert, args.key),
+            headers=headers,
         )
     )
     if args.json:
@@ -238,5 +266,12 @@ def main(args: Any, out: TextIO = sys.stdout) -> int:
     if args.plot_dir is not None:
         for path in plot(outcomes, args.plot_dir):
             print(f"wrote {path}", file=sys.stderr)
+    if any(401 in o.summary.statuses for o in outcomes):
+        given = "was refused" if headers else "is needed"
+        print(
+            f"inferline: the service answered 401: an API key {given} "
+            "(--api-key, or INFERLINE_API_KEY)",
+            file=sys.stderr,
+        )
     failed = any(o.summary.ok == 0 for o in outcomes)
     return 1 if failed else 0
