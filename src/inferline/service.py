@@ -236,6 +236,9 @@ class Service:
     def admit(self, name: str) -> Model:
         """The model, if it can take work now: raises Unavailable, NotFound or Overloaded."""
         model = self.model(name)
+        record = context.current()
+        if record is not None:  # a known name only: the label's values stay bounded
+            record.model = name  # a 429 below is counted under the model it waited for
         model.batcher.check_room()
         return model
 

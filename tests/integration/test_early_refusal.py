@@ -225,6 +225,45 @@ def test_refusals_at_the_headers_are_counted_and_logged(busy_server: Server) -> 
     assert {line["model"] for line in logged() if line["status"] == "429"} == {"sentiment"}
 
 
+def test_a_queue_that_fills_while_the_body_arrives_refuses_under_its_model(
+    busy_server: Server,
+) -> None:
+    """The route's check passes at the headers; the queue fills while the body is on its
+    way, and admission refuses the texts: a 429 counted and logged under the model."""
+    oip = b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["ok"]}]}'
+    path = "/v2/models/sentiment/infer"
+    whole = request(path, oip)
+    cut = len(whole) - len(oip) // 2
+
+    def sample(series: str) -> float:
+        text = httpx.get(busy_server.url + "/metrics").text
+        found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def logged() -> list[dict[str, object]]:
+        lines = [json.loads(line) for line in busy_server.output().splitlines() if line[:1] == "{"]
+        return [line for line in lines if line.get("path") == path and line["status"] == "429"]
+
+    refused = 'inferline_requests_total{model="sentiment",protocol="oip_rest",status="429"}'
+    before, earlier = sample(refused), len(logged())
+    with connect(busy_server) as sock:
+        sock.sendall(whole[:cut])
+        deadline = time.monotonic() + 30
+        while sample("inferline_inflight_requests") < 1:  # its handler waits for the body
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.01)
+        with saturated(busy_server, "sentiment"):
+            ((status, _, body),) = exchange(sock, whole[cut:])
+    assert status == 429 and "queue is full" in json.loads(body)["error"]
+    assert sample(refused) - before == 1
+    give_up = time.monotonic() + 5  # the access log is written by a thread
+    while len(logged()) == earlier:
+        assert time.monotonic() < give_up, "the refusal was not logged"
+        time.sleep(0.1)
+    [line] = logged()[earlier:]
+    assert line["model"] == "sentiment"
+
+
 def test_with_api_keys_a_missing_key_is_401_before_any_429(server_factory: ServerFactory) -> None:
     server = server_factory({**SETTINGS, "INFERLINE_API_KEYS": "k1,k2"})
     with saturated(server, "sentiment", {"Authorization": "Bearer k1"}), connect(server) as sock:
