@@ -108,6 +108,7 @@ def check_exactly_once(env: dict[str, str], ids: list[str]) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.timeout(300)  # its own wait allows 150 s for the drain, past the default 120 s
 def test_workers_killed_and_restarted_lose_nothing(
     redis_server: RedisServer, worker_factory: WorkerFactory
 ) -> None:
