@@ -125,6 +125,9 @@ class FakeOpenAI:
         while not watcher.done() and self.flood_sent < FLOOD_LIMIT:
             await send({"type": "http.response.body", "body": FLOOD_EVENT, "more_body": True})
             self.flood_sent += len(FLOOD_EVENT)
+            # Once the reader has gone, uvicorn's send drops the data without yielding, and
+            # this loop would count the whole limit as sent before the watcher could run.
+            await asyncio.sleep(0)
         if not watcher.done():
             await send({"type": "http.response.body", "body": b""})
         watcher.cancel()
