@@ -53,6 +53,10 @@ def test_an_api_key_from_the_option_or_the_environment(
     assert "an API key is needed (--api-key, or INFERLINE_API_KEY)" in err
     code, [run], err = bench(capsys, keyed.url, "--workload", "single", "--api-key", "nope")
     assert code == 1 and "an API key was refused" in err and "nope" not in err
+    # `latency` at half the `single` maximum cannot pick a rate, and says why.
+    code, runs, err = bench(capsys, keyed.url, "--workload", "latency", "--connections", "2")
+    assert code == 2 and runs is None
+    assert "no successful response on `single`: the service answered 401" in err
     code, [run], _ = bench(capsys, keyed.url, "--workload", "single", "--api-key", "k2")
     assert code == 0 and set(run["statuses"]) == {"200"}
     monkeypatch.setenv("INFERLINE_API_KEY", "k1")

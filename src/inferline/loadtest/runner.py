@@ -161,7 +161,7 @@ async def run(
     """The workloads in order. ``latency`` without a rate runs at 50% of the ``single``
     throughput measured in this call (measuring it first when ``single`` is not asked for)."""
     outcomes: list[Outcome] = []
-    single: float | None = None
+    single: Summary | None = None
     common: dict[str, Any] = {"duration": duration, "progress": progress}
     common.update(tls=tls, headers=headers)
     for name in workloads:
@@ -169,10 +169,13 @@ async def run(
             if single is None:
                 first = await run_workload(url, "single", texts, **common)
                 outcomes.append(first)
-                single = first.summary.texts_per_s
-            if single <= 0:
-                raise ValueError("no successful response on `single`: cannot pick a rate")
-            outcomes.append(await run_workload(url, name, texts, rate=0.5 * single, **common))
+                single = first.summary
+            if single.texts_per_s <= 0:
+                hint = unauthorised(outcomes, headers)
+                why = f": {hint}" if hint else ""
+                raise ValueError(f"no successful response on `single`{why}; cannot pick a rate")
+            half = 0.5 * single.texts_per_s
+            outcomes.append(await run_workload(url, name, texts, rate=half, **common))
             continue
         outcome = await run_workload(
             url,
@@ -183,9 +186,17 @@ async def run(
             **common,
         )
         if name == "single":
-            single = outcome.summary.texts_per_s
+            single = outcome.summary
         outcomes.append(outcome)
     return outcomes
+
+
+def unauthorised(outcomes: Sequence[Outcome], headers: Sequence[str]) -> str | None:
+    """What to tell the user when the service answered 401; None when it did not."""
+    if not any(401 in o.summary.statuses for o in outcomes):
+        return None
+    given = "was refused" if headers else "is needed"
+    return f"the service answered 401: an API key {given} (--api-key, or INFERLINE_API_KEY)"
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
@@ -266,12 +277,8 @@ def main(args: Any, out: TextIO | None = None) -> int:
     if args.plot_dir is not None:
         for path in plot(outcomes, args.plot_dir):
             print(f"wrote {path}", file=sys.stderr)
-    if any(401 in o.summary.statuses for o in outcomes):
-        given = "was refused" if headers else "is needed"
-        print(
-            f"inferline: the service answered 401: an API key {given} "
-            "(--api-key, or INFERLINE_API_KEY)",
-            file=sys.stderr,
-        )
+    hint = unauthorised(outcomes, headers)
+    if hint:
+        print(f"inferline: {hint}", file=sys.stderr)
     failed = any(o.summary.ok == 0 for o in outcomes)
     return 1 if failed else 0
