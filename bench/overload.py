@@ -176,7 +176,6 @@ def report(
         "| 504s | errors | client CPU (cores) | server CPU (cores) | of it, event loop |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    medians: dict[tuple[int, str], float] = {}
     for factor in FACTORS:
         rows = runs[factor]
         if factor == 1:
@@ -185,10 +184,8 @@ def report(
             each = [r["goodput"] / ref for r, ref in zip(rows, around, strict=True)]
             ratio = f"{statistics.median(each):.2f} ({', '.join(f'{x:.2f}' for x in each)})"
 
-        def med(key: str, rows: list[dict[str, float]] = rows, factor: int = factor) -> float:
-            values = [r[key] for r in rows if not math.isnan(r[key])]
-            medians[factor, key] = statistics.median(values) if values else math.nan
-            return medians[factor, key]
+        def med(key: str, rows: list[dict[str, float]] = rows) -> float:
+            return _median(rows, key)
 
         refused_p99 = med("refused_p99_ms")  # over the runs that refused anything
         lines.append(
@@ -200,7 +197,7 @@ def report(
         )
 
     def rise(key: str) -> float:
-        return medians[5, key] - medians[1, key]
+        return _median(runs[5], key) - _median(runs[1], key)
 
     rest = rise("server_cores") - rise("loop_cores")
     lines.append(
@@ -209,6 +206,11 @@ def report(
         f"had {-rest:.2f} cores {'fewer' if rest <= 0 else 'more'} (medians)."
     )
     return "\n".join(lines)
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    values = [r[key] for r in rows if not math.isnan(r[key])]
+    return statistics.median(values) if values else math.nan
 
 
 if __name__ == "__main__":

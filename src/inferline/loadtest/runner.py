@@ -162,8 +162,12 @@ async def run(
     throughput measured in this call (measuring it first when ``single`` is not asked for)."""
     outcomes: list[Outcome] = []
     single: Summary | None = None
-    common: dict[str, Any] = {"duration": duration, "progress": progress}
-    common.update(tls=tls, headers=headers)
+    common: dict[str, Any] = {
+        "duration": duration,
+        "progress": progress,
+        "tls": tls,
+        "headers": headers,
+    }
     for name in workloads:
         if name == "latency" and rate is None:
             if single is None:
