@@ -69,7 +69,8 @@ class ApiKeys:
         self.max_concurrent = max_concurrent
         self._inflight: Counter[int] = Counter()
         self._listed = listed or []  # the keys from the setting, kept across reloads
-        self._file = file if self._keys else None  # keys off at start stay off
+        # Watched even when empty at start: filling the shipped empty Secret turns keys on.
+        self._file = file
 
     @classmethod
     def from_settings(
@@ -97,11 +98,15 @@ class ApiKeys:
             log.warning("the API keys file is empty; keeping the previous keys")
             return
         keys = [k.encode() for k in [*self._listed, *found]]
+        if not self._keys:
+            log.warning("API keys appeared in %s: authentication is now on", self._file.path)
         self._keys = keys
         log.info("API keys reloaded from %s: %d key(s)", self._file.path, len(keys))
 
     @property
     def enabled(self) -> bool:
+        if self._file is not None:
+            self._reload()
         return bool(self._keys)
 
     def is_open(self, path: str) -> bool:

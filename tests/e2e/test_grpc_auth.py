@@ -67,3 +67,38 @@ def test_a_rotated_keys_file_takes_effect_on_both_protocols(
                 assert denied.value.status() == f"StatusCode.{code}"
     finally:
         client.close()
+
+
+def test_filling_an_empty_keys_file_turns_keys_on(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The manifests ship the keys Secret empty; an operator fills it later, with no restart."""
+    keys = tmp_path / "keys"
+    keys.write_text("")
+    server = server_factory(
+        {"INFERLINE_API_KEYS_FILE": str(keys), "INFERLINE_API_KEYS_RELOAD_S": "0.2"}
+    )
+    assert httpx.post(server.url + "/predict", json={"text": "x"}).status_code == 200
+    document = httpx.get(server.url + "/openapi.json").json()
+    assert "401" in document["paths"]["/predict"]["post"]["responses"]  # keys may come
+    fresh = tmp_path / "keys.new"
+    fresh.write_text("filled-later\n")
+    os.replace(fresh, keys)
+    time.sleep(0.5)
+    client = triton.InferenceServerClient(server.grpc_target)
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
+    try:
+        denied = httpx.post(server.url + "/predict", json={"text": "x"})
+        assert denied.status_code == 401 and "www-authenticate" in denied.headers
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("sentiment", [tensor])
+        assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        ok = httpx.post(
+            server.url + "/predict", json={"text": "x"}, headers={"x-api-key": "filled-later"}
+        )
+        assert ok.status_code == 200
+        client.infer("sentiment", [tensor], headers={"x-api-key": "filled-later"})
+        assert "filled-later" not in server.output()
+    finally:
+        client.close()

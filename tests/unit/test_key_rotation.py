@@ -69,20 +69,16 @@ def test_an_empty_or_missing_file_keeps_the_keys(setup: tuple[ApiKeys, Path, Clo
     assert accepts(keys, "newer-key") and not accepts(keys, "old-key")
 
 
-def test_a_file_without_keys_at_start_stays_off(tmp_path: Path) -> None:
+def test_a_file_without_keys_at_start_turns_keys_on_when_filled(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("")
     clock = Clock()
     keys = ApiKeys.from_settings(Settings(api_keys_file=path), clock)
     assert not keys.enabled
     rewrite(path, "late-key\n")
-    clock.now += 60
-    assert not keys.enabled  # turning keys on needs a restart (the OpenAPI document says so)
-
-
-def test_a_key_keeps_its_slot_count_across_a_reload(setup: tuple[ApiKeys, Path, Clock]) -> None:
-    keys, path, clock = setup
-    before = keys.identify(None, "old-key")
-    rewrite(path, "another-key\nold-key\n")  # old-key moves down the list
+    assert not keys.enabled  # not checked yet
     clock.now += 5
-    assert keys.identify(None, "old-key") == before
+    assert keys.enabled and accepts(keys, "late-key") and not accepts(keys, "other")
+    rewrite(path, "")
+    clock.now += 5
+    assert keys.enabled and accepts(keys, "late-key")  # emptied again: still on

@@ -115,13 +115,15 @@ def document(settings: Settings) -> dict[str, Any]:
     html = content(STR, "HTML page", "text/html")
     paths["/docs"] = get("Swagger UI for this document", html)
     keys = ApiKeys.from_settings(settings)
+    # A keys file that is empty now may be filled later, which turns keys on (auth.py).
+    keyed = keys.enabled or settings.api_keys_file is not None
     for path, item in paths.items():
         protocol = protocol_of(path)
         for op in item.values():
             codes = set(op.pop("x-errors"))
             if "requestBody" in op:
                 codes.add(415)  # any body may come compressed
-            if keys.enabled and not keys.is_open(path):
+            if keyed and not keys.is_open(path):
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
                 codes |= {401, 429} if settings.max_concurrent_per_key else {401}
             op["responses"] |= {str(code): error(protocol, code) for code in sorted(codes)}
@@ -130,7 +132,7 @@ def document(settings: Settings) -> dict[str, Any]:
     components: Schema = {
         "schemas": simple_schemas(settings) | oip_schemas(settings) | openai_schemas(settings)
     }
-    if keys.enabled:
+    if keyed:
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
