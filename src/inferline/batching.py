@@ -171,6 +171,7 @@ class Batcher:
         self._closing = True
         self._wakeup.set()
         self._full.set()
+        deadline = time.monotonic() + grace
         loop_task = self._loop_task
         if loop_task is not None:
             with contextlib.suppress(TimeoutError):
@@ -182,7 +183,7 @@ class Batcher:
             if not entry.future.done():
                 entry.future.set_exception(Unavailable("the service is shutting down"))
         if self._running:
-            await asyncio.wait(self._running, timeout=max(0.0, grace))
+            await asyncio.wait(self._running, timeout=max(0.0, deadline - time.monotonic()))
 
     # -- admission --------------------------------------------------------------------------
 

@@ -82,8 +82,17 @@ def serve(settings: Settings) -> None:
             service.begin_drain()  # readiness turns 503 at once
             # gRPC takes no new calls from now on. HTTP shuts down (and closes the batchers)
             # only once the gRPC calls in flight are done, or the grace period is over.
+            started = loop.time()
+
+            def close_http(_: object) -> None:
+                # One grace period for both: HTTP waits only for what the gRPC drain left
+                # of it, so the pod's terminationGracePeriodSeconds holds.
+                left = grace - (loop.time() - started)
+                config.timeout_graceful_shutdown = max(1, int(left))
+                server.should_exit = True
+
             task = loop.create_task(rpc.stop(grace))
-            task.add_done_callback(lambda _: setattr(server, "should_exit", True))
+            task.add_done_callback(close_http)
             stopping.append(task)
 
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -64,6 +64,7 @@ class Service:
         self.load_seconds = 0.0
         self.metrics = metrics or Metrics()
         self._start_task: asyncio.Task[None] | None = None
+        self._drain_started: float | None = None  # monotonic, at begin_drain
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -184,9 +185,13 @@ class Service:
         """Stop admitting new work; what was accepted still runs."""
         if self.state in (State.STARTING, State.READY):
             self.state = State.DRAINING
+            self._drain_started = time.monotonic()
 
     async def close(self, grace: float = 30.0) -> None:
-        """Refuse new work, finish what was accepted within ``grace``, release the engines."""
+        """Refuse new work, finish what was accepted within ``grace``, release the engines.
+        After :meth:`begin_drain` the grace period counts from then, not from now."""
+        if self._drain_started is not None:
+            grace = max(0.0, grace - (time.monotonic() - self._drain_started))
         if self.state is not State.FAILED:
             self.state = State.DRAINING
         if self._start_task is not None and not self._start_task.done():

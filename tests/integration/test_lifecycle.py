@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
 
 from inferline.api.factory import create_app
 from inferline.config import Settings
@@ -106,6 +110,41 @@ def test_a_second_signal_stops_waiting_without_a_traceback(
     output = server.output()
     assert "received SIGTERM: draining" in output
     assert "Traceback" not in output and '"level":"error"' not in output, output[-3000:]
+
+
+def test_http_and_grpc_share_one_grace_period(server_factory: ServerFactory) -> None:
+    """Kubernetes kills the pod at terminationGracePeriodSeconds, so HTTP must not start a
+    grace period of its own after the gRPC drain has used one up."""
+    grace = 4.0
+    env = {"INFERLINE_SHUTDOWN_GRACE_S": str(grace), "INFERLINE_LANES": "1"}
+    server = server_factory(env)
+    texts = ["a long review of a very ordinary kitchen blender " * 40] * 200
+    tensor = triton.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    client = triton.InferenceServerClient(server.grpc_target)
+
+    # Cut off by the shutdown or not: what they answer is not the point here.
+    def over_grpc() -> None:
+        with contextlib.suppress(InferenceServerException):
+            client.infer("sentiment", [tensor], client_timeout=60)
+
+    def over_http() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(server.url + "/predict", json={"texts": texts}, timeout=60)
+
+    # About 800 long texts on one lane: more work than two grace periods.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(over_grpc), pool.submit(over_grpc)]
+        calls += [pool.submit(over_http), pool.submit(over_http)]
+        time.sleep(1.0)  # all four in flight
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        took = time.monotonic() - started
+        concurrent.futures.wait(calls)
+    client.close()
+    assert took < grace + 2.5, took  # one grace period, and HTTP's minimum of 1 s
+    assert "Traceback" not in server.output()
 
 
 def test_lanes_run_below_the_event_loop(client: httpx.Client, server: Server) -> None:
