@@ -22,7 +22,16 @@ stamp=.venv/.inferline-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== installing inferline with the build, dev, remote and bench extras (torch is the pinned CPU build)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[build,dev,remote,bench]'
+  # PyPI's Linux torch wheel pulls several GB of CUDA libraries; the build extra needs only
+  # the CPU build. Take it from pip's configured sources when they have it (find-links, as on
+  # the project's build machines), and otherwise from PyTorch's CPU index.
+  torch_index=()
+  if ! .venv/bin/python -m pip install --quiet --dry-run --ignore-installed --no-deps --no-index \
+      --report - 'torch==2.13.0' 2>/dev/null | .venv/bin/python -c \
+      'import json, sys; d = sys.stdin.read(); sys.exit(not d or not any(i["metadata"]["version"].endswith("+cpu") for i in json.loads(d)["install"]))'; then
+    torch_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  .venv/bin/python -m pip install --quiet "${torch_index[@]}" -e '.[build,dev,remote,bench]'
   touch "$stamp"
 fi
 
