@@ -3,7 +3,7 @@
 For short texts the Rust tokenizer's cost is mostly its general machinery (an `Encoding`
 with token strings, offsets and masks), not the splitting. A lowercasing BERT tokenizer on
 ASCII text is simple: lowercase, split into runs of letters and digits and single punctuation
-characters, and look each word up, greedily longest first. tests/unit/test_wordpiece.py
+characters, and look each word up, greedily longest first. tests/unit/test_tokenizer.py
 checks that the ids are the Rust tokenizer's own, on the review data and on random text.
 """
 
