@@ -182,6 +182,39 @@ async def test_a_fresh_connection_closed_mid_answer_fails() -> None:
 
 
 @run
+async def test_an_answer_without_a_length_ends_at_the_close() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"a":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"1}")  # then the close ends it
+
+    async with Upstream(handler) as upstream:
+        p = pool(upstream.url)
+        assert [(await call(p))[::2] for _ in range(2)] == [(200, b'{"a":1}')] * 2
+        await p.aclose()
+    assert upstream.connections == 2  # such a connection is not kept
+
+
+@run
+async def test_an_answer_without_a_length_cut_by_a_reset_fails() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"a":')
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()  # RST: the body may be cut short
+
+    async with Upstream(handler) as upstream:
+        p = pool(upstream.url)
+        with pytest.raises(UpstreamClosed, match="closed before the answer"):
+            await call(p)
+        await p.aclose()
+
+
+@run
 async def test_garbage_and_oversized_answers_fail() -> None:
     answers = [
         b"NOT HTTP AT ALL\r\n\r\n",

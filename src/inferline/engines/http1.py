@@ -38,9 +38,20 @@ class _Answer:
         self.limit = limit
         self.done = False
         self.keep = False
+        self.head = False  # all headers came
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.head = True
+
+    def ends_at_close(self) -> bool:
+        """An answer with no length and not chunked ends where the connection does
+        (RFC 9112, 6.3); httptools has no end-of-input call to say so itself."""
+        framed = "content-length" in self.headers
+        framed |= "chunked" in self.headers.get("transfer-encoding", "").lower()
+        return self.head and not self.done and not framed
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -86,8 +97,12 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(UpstreamClosed("connection closed before the answer"))
+        if waiter is None or waiter.done():
+            return
+        if exc is None and self._answer.ends_at_close():  # a clean close, not a reset
+            waiter.set_result(None)
+            return
+        waiter.set_exception(UpstreamClosed("connection closed before the answer"))
 
     def close(self) -> None:
         self.closed = True
