@@ -101,16 +101,29 @@ class FakeOpenAI:
             await _json(send, 200, _completion(body["model"], chat))
         else:
             await _start(send)
-            if prompt == "endless":
-                await self.endless(receive, send, body["model"], chat)
-            elif prompt == "flood":
-                await self.flood(receive, send)
-            else:
-                for i, word in enumerate(REPLY):
-                    await _event(send, _chunk(body["model"], chat, word, i))
-                    await asyncio.sleep(0.005)  # tokens come one by one
-                await _event(send, b"[DONE]")
-                await send({"type": "http.response.body", "body": b""})
+            await self.stream(receive, send, body["model"], chat, prompt)
+
+    async def stream(
+        self, receive: Receive, send: Send, model: str, chat: bool, prompt: str
+    ) -> None:
+        if prompt == "endless":
+            await self.endless(receive, send, model, chat)
+        elif prompt == "flood":
+            await self.flood(receive, send)
+        elif prompt == "cut":  # one event and half of the next, then the connection drops
+            await _event(send, _chunk(model, chat, "Half", 0))
+            half = b'data: {"choices": [{"index": 0, "del'
+            await send({"type": "http.response.body", "body": half, "more_body": True})
+            await asyncio.sleep(0.05)  # so that the gateway has it before the drop
+            raise ConnectionAbortedError("the fake upstream drops the stream")
+        else:
+            if prompt == "huge":  # an event over sse.MAX_EVENT, then the usual
+                await _event(send, b'{"pad": "' + b"x" * 65536 * 40 + b'"}')
+            for i, word in enumerate(REPLY):
+                await _event(send, _chunk(model, chat, word, i))
+                await asyncio.sleep(0.005)  # tokens come one by one
+            await _event(send, b"[DONE]")
+            await send({"type": "http.response.body", "body": b""})
 
     async def endless(self, receive: Receive, send: Send, model: str, chat: bool) -> None:
         watcher = asyncio.create_task(self._watch(receive))

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from openai import OpenAI
+from openai import APIError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, ServerFactory
@@ -126,6 +126,39 @@ def test_official_client_streams(gateway: Server) -> None:
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == "".join(REPLY)
     client.close()
+
+
+def test_a_stream_cut_mid_event_ends_with_a_whole_error_event(gateway: Server) -> None:
+    """The half event is dropped: the client's parser sees whole events, then the error."""
+    with (
+        httpx.Client(base_url=gateway.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=chat("cut")) as response,
+    ):
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    assert '"index": 0, "del' not in text and text.endswith("\n\n"), text
+    first, error = (orjson.loads(d) for d in sse_data(text))
+    assert first["choices"][0]["delta"]["content"] == "Half"
+    assert error["error"]["message"].startswith("the upstream failed")
+    sdk = OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+    stream = sdk.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "cut"}], stream=True
+    )
+    with pytest.raises(APIError, match="the upstream failed"):
+        for _ in stream:
+            pass
+    sdk.close()
+
+
+def test_an_event_of_megabytes_is_relayed_whole(client: httpx.Client) -> None:
+    with client.stream("POST", "/v1/chat/completions", json=chat("huge")) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    data = sse_data(text)
+    assert orjson.loads(data[0]) == {"pad": "x" * 65536 * 40}
+    chunks = [orjson.loads(d) for d in data[1:-1]]
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == REPLY
+    assert client.get("/health/live").status_code == 200
 
 
 def test_client_disconnect_cancels_the_upstream(gateway: Server, upstream: FakeOpenAI) -> None:

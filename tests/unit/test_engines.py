@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from inferline.engines import sse
 from inferline.engines.config import OipSpec, OnnxSpec, OpenAISpec, display, load
 from inferline.engines.oip import OipEngine
 from inferline.engines.openai import OpenAIChat
@@ -172,6 +173,29 @@ def test_meter_counts_tokens_across_chunk_boundaries() -> None:
     assert value(metrics, "inferline_tokens_total", model="chat", direction="output") == 5
     assert value(metrics, "inferline_time_to_first_token_seconds_count", engine="openai") == 1
     assert value(metrics, "inferline_output_tokens_per_second_count", engine="openai") == 1
+
+
+def test_meter_skips_an_event_too_large_to_read_and_counts_the_rest() -> None:
+    metrics = Metrics(gpu=False)
+    meter = StreamMeter("chat", time.monotonic(), metrics, stream=True)
+    huge = b'data: {"choices": [{"delta": {"content": "' + b"x" * (sse.MAX_EVENT * 2) + b'"}}]}'
+    for i in range(0, len(huge), 65536):
+        meter.feed(huge[i : i + 65536])
+    assert len(meter._buffer) <= sse.MAX_EVENT + 65536  # not held whole
+    meter.feed(b"\n\n" + b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n' * 1000)
+    meter.finish()
+    assert value(metrics, "inferline_tokens_total", model="chat", direction="output") == 1000
+
+
+def test_a_relay_sends_whole_events_and_holds_the_rest() -> None:
+    held = bytearray()
+    assert sse.complete(held, b"data: 1\n\ndata: 2\r\n\r\ndata: ") == b"data: 1\n\ndata: 2\r\n\r\n"
+    assert sse.complete(held, b"3\n") == b""
+    assert sse.complete(held, b"\ndata: 4") == b"data: 3\n\n"
+    assert held == b"data: 4"
+    big = b"y" * (sse.MAX_EVENT + 1)
+    assert sse.complete(held, big) == b"data: 4" + big  # too large to hold: let through
+    assert held == b""
 
 
 def test_meter_prefers_the_upstreams_usage() -> None:

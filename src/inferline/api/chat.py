@@ -29,6 +29,7 @@ import orjson
 from inferline.api.app import Route
 from inferline.api.http import JSON_TYPE, Request, Send, send_bytes
 from inferline.api.openai import RequestError, error_body
+from inferline.engines import sse
 from inferline.errors import EngineError, InferlineError, UpstreamError
 from inferline.service import Service
 from inferline.telemetry import context
@@ -95,20 +96,28 @@ async def _watch(request: Request, handler: asyncio.Task[Any], state: dict[str, 
 
 async def _stream(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
     headers = SSE_HEADERS
-    if reply.content_type and not reply.content_type.startswith(b"text/event-stream"):
+    events = not reply.content_type or reply.content_type.startswith(b"text/event-stream")
+    if not events:
         headers = [(b"content-type", reply.content_type)]  # the upstream did not stream
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    held = bytearray()  # the start of an event whose end has not come
+    ended = True  # what was sent ends at an event's end
     try:
         async for chunk in reply.chunks():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            body = sse.complete(held, chunk) if events else chunk
+            if body:
+                ended = body.endswith((b"\n\n", b"\r\n\r\n"))
+                await send({"type": "http.response.body", "body": body, "more_body": True})
     except InferlineError as exc:
         log.warning("upstream stream failed after its start: %s", exc)
+        # A half event is dropped, so the client's parser sees whole events, then the error.
         event = orjson.dumps(error_body(502, f"the upstream failed: {exc}", None))
-        await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n"})
+        closing = b"" if ended else b"\n\n"  # an event over sse.MAX_EVENT went out in part
+        await send({"type": "http.response.body", "body": closing + b"data: " + event + b"\n\n"})
         state["done"] = True
         return
     state["done"] = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": bytes(held), "more_body": False})
 
 
 async def _whole(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:

@@ -10,6 +10,7 @@ the upstream's own. A non-streamed answer gives its ``usage`` only.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,6 +18,9 @@ import orjson
 from inferline.telemetry.metrics import Metrics
 
 ENGINE = "openai"  # the engine label of the metrics
+MAX_EVENT = 1 << 20
+"""Bytes of one event that are read (metered) or held back (relayed whole); a larger event
+is relayed as it comes and not metered, so a huge one costs no more than its copy."""
 
 
 class StreamMeter:
@@ -30,18 +34,24 @@ class StreamMeter:
         self.usage: dict[str, Any] | None = None
         self._buffer = bytearray()
         self._done = False
+        self._skipping = False  # inside an event over MAX_EVENT: wait for its end
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
+        buffer = self._buffer
+        start = max(0, len(buffer) - 3)  # what came before holds no boundary
+        buffer += chunk
         if not self.stream:
             return
-        while True:
-            cut, size = _boundary(self._buffer)
-            if cut < 0:
-                return
-            event = bytes(self._buffer[:cut])
-            del self._buffer[: cut + size]
-            self._event(event)
+        pos = 0
+        for begin, cut in _events(buffer, start):
+            if not self._skipping:
+                self._event(bytes(buffer[begin:cut]))
+            self._skipping = False
+            pos = cut
+        del buffer[:pos]
+        if len(buffer) > MAX_EVENT:
+            self._skipping = True
+            del buffer[:-3]  # enough to see the separator that ends it
 
     def _event(self, event: bytes) -> None:
         data = b"\n".join(
@@ -74,7 +84,7 @@ class StreamMeter:
             return
         self._done = True
         if self.stream:
-            if self._buffer.strip():
+            if self._buffer.strip() and not self._skipping:
                 self._event(bytes(self._buffer))
         else:
             try:
@@ -101,10 +111,38 @@ def _count(value: Any, default: int) -> int:
     return int(value) if valid else default
 
 
-def _boundary(buffer: bytearray) -> tuple[int, int]:
-    """Where the first event ends (a blank line, LF or CRLF) and the separator's size."""
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\r\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, 4
-    return lf, 2
+def _events(buffer: bytearray, start: int) -> Iterator[tuple[int, int]]:
+    """(begin, end) of each whole event in ``buffer``: ``begin`` where it starts, ``end``
+    past the blank line (LF or CRLF) that closes it. The first separator is looked for from
+    ``start``; each search resumes where the last one stopped, so a chunk of many events is
+    read once."""
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start)
+    begin = 0
+    while lf >= 0 or crlf >= 0:
+        if crlf >= 0 and (lf < 0 or crlf < lf):
+            cut, end = crlf, crlf + 4
+        else:
+            cut, end = lf, lf + 2
+        yield begin, cut
+        begin = end
+        if 0 <= lf < end:
+            lf = buffer.find(b"\n\n", end)
+        if 0 <= crlf < end:
+            crlf = buffer.find(b"\r\n\r\n", end)
+
+
+def complete(held: bytearray, chunk: bytes) -> bytes:
+    """Add ``chunk`` to ``held`` and take out the whole events: what a relay sends now, so
+    that an error event it may have to add never lands inside a half-sent one. An event
+    over MAX_EVENT is let through as it comes."""
+    start = max(0, len(held) - 3)  # what was held holds no boundary
+    held += chunk
+    lf = held.rfind(b"\n\n", start)
+    crlf = held.rfind(b"\r\n\r\n", start)
+    end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    if end == 0 and len(held) > MAX_EVENT:
+        end = len(held)
+    ready = bytes(held[:end])
+    del held[:end]
+    return ready
