@@ -294,6 +294,15 @@ def _http_error(status: int, content: bytes, retry: str | None, where: str) -> E
     return EngineError(message)
 
 
+def _float_type(output: str, datatype: str) -> np.dtype[Any]:
+    """The NumPy type of an output the upstream sent as ``datatype``: only floats are scores
+    or vectors, and reading other types' bytes as floats would give numbers, all wrong."""
+    if datatype not in DTYPES:
+        kinds = ", ".join(DTYPES)
+        raise EngineError(f"{output!r} from the upstream is {datatype}, not one of {kinds}")
+    return np.dtype(DTYPES[datatype])
+
+
 def _parse_rest(content: bytes, header_length: str | None, output: str) -> Any:
     """The ``output`` tensor of a REST answer, JSON or with binary data after the header."""
     size = int(header_length) if header_length and header_length.isdigit() else len(content)
@@ -304,10 +313,10 @@ def _parse_rest(content: bytes, header_length: str | None, output: str) -> Any:
             params = tensor.get("parameters") or {}
             length = params.get("binary_data_size")
             if tensor["name"] == output:
+                dtype = _float_type(output, tensor["datatype"])
                 if length is None:
                     data = np.asarray(tensor["data"], dtype=np.float32)
                 else:
-                    dtype = np.dtype(DTYPES[tensor["datatype"]])
                     count = int(length) // dtype.itemsize
                     data = np.frombuffer(content, dtype, count, offset).astype(np.float32)
                 return data.reshape(tensor["shape"])
@@ -380,18 +389,7 @@ class _Grpc:
             )
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc, f"upstream {self.where}") from exc
-        for i, tensor in enumerate(response.outputs):
-            if tensor.name == output:
-                if response.raw_output_contents:
-                    dtype = DTYPES.get(tensor.datatype, "<f4")
-                    data = np.frombuffer(response.raw_output_contents[i], dtype)
-                else:
-                    data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
-                try:
-                    return data.astype(np.float32).reshape(tuple(tensor.shape))
-                except ValueError as exc:
-                    raise EngineError(f"{output!r} from the upstream: {exc}") from None
-        raise EngineError(f"the upstream's answer has no output {output!r}")
+        return _parse_grpc(response, output)
 
     async def health(self, seconds: float) -> None:
         from inferline.grpc import open_inference_grpc_pb2 as pb
@@ -404,6 +402,24 @@ class _Grpc:
 
     async def close(self) -> None:
         await self.channel.close(None)
+
+
+def _parse_grpc(response: Any, output: str) -> Any:
+    """The ``output`` tensor of a ModelInferResponse: raw contents or typed ones."""
+    for i, tensor in enumerate(response.outputs):
+        if tensor.name == output:
+            dtype = _float_type(output, tensor.datatype)
+            try:
+                if response.raw_output_contents:
+                    data = np.frombuffer(response.raw_output_contents[i], dtype)
+                elif tensor.datatype == "FP64":
+                    data = np.asarray(tensor.contents.fp64_contents, dtype=np.float64)
+                else:
+                    data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+                return data.astype(np.float32).reshape(tuple(tensor.shape))
+            except (ValueError, IndexError) as exc:
+                raise EngineError(f"{output!r} from the upstream: {exc}") from None
+    raise EngineError(f"the upstream's answer has no output {output!r}")
 
 
 def _grpc_error(exc: Any, where: str) -> Exception:

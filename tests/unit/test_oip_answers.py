@@ -1,0 +1,63 @@
+"""How the OIP engine reads an upstream's answer: every float type, raw or typed, and a clear
+EngineError for anything else, never numbers read from the wrong type."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from inferline.engines.oip import _parse_grpc, _parse_rest
+from inferline.errors import EngineError
+from inferline.grpc import open_inference_grpc_pb2 as pb
+
+VALUES = np.array([[0.25, -1.5], [3.0, 0.125]])  # exact in FP16, FP32 and FP64
+
+
+def grpc_answer(datatype: str, raw: bytes | None = None, **typed: list[float]) -> object:
+    tensor = pb.ModelInferResponse.InferOutputTensor(
+        name="probabilities",
+        datatype=datatype,
+        shape=[2, 2],
+        contents=pb.InferTensorContents(**typed),  # type: ignore[arg-type]
+    )
+    return pb.ModelInferResponse(outputs=[tensor], raw_output_contents=[raw] if raw else [])
+
+
+@pytest.mark.parametrize(("datatype", "dtype"), [("FP16", "<f2"), ("FP32", "<f4"), ("FP64", "<f8")])
+def test_raw_floats_of_each_width(datatype: str, dtype: str) -> None:
+    answer = grpc_answer(datatype, VALUES.astype(dtype).tobytes())
+    np.testing.assert_array_equal(_parse_grpc(answer, "probabilities"), VALUES)
+
+
+def test_typed_fp32_and_fp64_contents() -> None:
+    flat = VALUES.ravel().tolist()
+    for answer in (
+        grpc_answer("FP32", fp32_contents=flat),
+        grpc_answer("FP64", fp64_contents=flat),
+    ):
+        np.testing.assert_array_equal(_parse_grpc(answer, "probabilities"), VALUES)
+
+
+def test_other_types_and_bad_sizes_are_engine_errors() -> None:
+    ints = grpc_answer("INT32", np.arange(4, dtype="<i4").tobytes())
+    with pytest.raises(EngineError, match="is INT32, not one of FP32, FP16, FP64"):
+        _parse_grpc(ints, "probabilities")
+    with pytest.raises(EngineError, match="'probabilities' from the upstream"):
+        _parse_grpc(grpc_answer("FP32", b"\0" * 15), "probabilities")  # not whole floats
+    with pytest.raises(EngineError, match="no output 'embeddings'"):
+        _parse_grpc(grpc_answer("FP32", fp32_contents=[0.0] * 4), "embeddings")
+
+
+def test_rest_answers_json_and_binary() -> None:
+    tensor = {"name": "probabilities", "datatype": "FP64", "shape": [2, 2]}
+    as_json = orjson.dumps({"outputs": [tensor | {"data": VALUES.ravel().tolist()}]})
+    np.testing.assert_array_equal(_parse_rest(as_json, None, "probabilities"), VALUES)
+    raw = VALUES.astype("<f8").tobytes()
+    binary = tensor | {"parameters": {"binary_data_size": len(raw)}}
+    header = orjson.dumps({"outputs": [binary]})
+    answer = _parse_rest(header + raw, str(len(header)), "probabilities")
+    np.testing.assert_array_equal(answer, VALUES)
+    ints = orjson.dumps({"outputs": [tensor | {"datatype": "INT64", "data": [1, 2, 3, 4]}]})
+    with pytest.raises(EngineError, match="is INT64"):
+        _parse_rest(ints, None, "probabilities")
