@@ -157,6 +157,35 @@ def test_poison_jobs_go_to_the_dead_letter_stream(redis_server: RedisServer) -> 
     run(settings, body, PoisonService)
 
 
+def test_bytes_that_are_not_utf8_fail_their_job_alone(redis_server: RedisServer) -> None:
+    """A foreign producer's XADD with raw bytes: the worker once died on each delivery, and
+    the jobs read with it stayed pending for ever."""
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(worker.settings)
+        raw = redis.Redis.from_url(redis_server.url)  # bytes in, bytes out
+        Fields = dict[Any, Any]  # what xadd takes: str or bytes values
+        bad_inputs: Fields = {"id": "bad-inputs", "model": "sentiment", "inputs": b'["caf\xe9"]'}
+        bad_id: Fields = {"id": b"bad-\xff", "model": "sentiment", "inputs": b'["fine"]'}
+        bad_model: Fields = {"id": "bad-model", "model": b"senti\xe9", "inputs": b'["fine"]'}
+        await producer.submit("sentiment", ["before"], "good-1")
+        entries = [await raw.xadd(keys.stream, f) for f in (bad_inputs, bad_id, bad_model)]
+        await producer.submit("sentiment", ["after"], "good-2")
+        await raw.aclose()
+        ids = [e.decode() if isinstance(e, bytes) else e for e in entries]
+        named = ["good-1", "good-2", "bad-inputs", ids[1], ids[2]]
+        await drain(worker, producer, named)
+        good_1, good_2, *bad = await producer.statuses(named)
+        assert good_1 is not None and good_1["status"] == "done"
+        assert good_2 is not None and good_2["status"] == "done"
+        assert [o["status"] if o else None for o in bad] == ["failed"] * 3
+        assert bad[0] is not None and "not a list of texts" in bad[0]["error"]
+        assert bad[1] is not None and "not UTF-8" in bad[1]["error"]
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings_for(redis_server), body)
+
+
 def test_a_stalled_workers_jobs_are_reclaimed(redis_server: RedisServer) -> None:
     settings = settings_for(redis_server, queue_reclaim_idle_s=0.2)
 

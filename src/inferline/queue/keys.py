@@ -70,6 +70,10 @@ def connect(settings: Settings, *, block_ms: int = 0) -> redis.Redis:
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
+        # A foreign producer may write bytes that are not UTF-8. Strict decoding raised in the
+        # middle of XREADGROUP, and the worker died on each delivery; escaped, the bytes
+        # reach Job.parse, which fails that job alone, and written back they are unchanged.
+        encoding_errors="surrogateescape",
         socket_connect_timeout=5,
         socket_timeout=10 + block_ms / 1000,
         health_check_interval=30,

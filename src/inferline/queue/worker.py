@@ -70,15 +70,31 @@ class Job:
     def parse(cls, entry: str, fields: dict[str, str], deliveries: int = 1) -> Job:
         job_id = fields.get("id", entry)
         model = fields.get("model", "")
+        utf8 = _utf8(job_id) and _utf8(model)
+        if not utf8:  # neither can go into the JSON outcome: the entry id names the job
+            job_id, model = entry, ""
         try:
-            inputs = orjson.loads(fields.get("inputs", "[]"))
+            inputs = orjson.loads(fields.get("inputs", "[]"))  # rejects escaped bytes too
         except orjson.JSONDecodeError:
             inputs = None
         job = cls(entry, job_id, model, inputs if _texts(inputs) else [], deliveries)
-        job.trace = {k: fields[k] for k in tracing.TRACE_FIELDS if k in fields}
-        if not _texts(inputs):
+        job.trace = {k: fields[k] for k in tracing.TRACE_FIELDS if k in fields and _utf8(fields[k])}
+        if not utf8:
+            job.finish(FAILED, "the job's 'id' or 'model' is not UTF-8")
+        elif not _texts(inputs):
             job.finish(FAILED, "'inputs' is not a list of texts")
         return job
+
+
+def _utf8(text: str) -> bool:
+    """False for a field whose bytes were not UTF-8 (decoded with surrogateescape)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _texts(value: Any) -> bool:
