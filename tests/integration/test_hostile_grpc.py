@@ -22,6 +22,7 @@ from tests.conftest import Server
 from tests.integration.leaks import assert_no_leak
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NAN, INF = float("nan"), float("inf")
 TOO_BIG = grpc.StatusCode.RESOURCE_EXHAUSTED
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -128,6 +129,8 @@ CASES: dict[str, tuple[Any, grpc.StatusCode, str]] = {
     # a deadline parameter that is not a positive number of microseconds
     "timeout-negative": (with_timeout(lambda p: setattr(p, "int64_param", -5)), INVALID, "timeout"),
     "timeout-zero": (with_timeout(lambda p: setattr(p, "int64_param", 0)), INVALID, "timeout"),
+    "timeout-nan": (with_timeout(lambda p: setattr(p, "double_param", NAN)), INVALID, "timeout"),
+    "timeout-inf": (with_timeout(lambda p: setattr(p, "double_param", INF)), INVALID, "timeout"),
     "timeout-bool": (with_timeout(lambda p: setattr(p, "bool_param", True)), INVALID, "timeout"),
     "timeout-string": (with_timeout(lambda p: setattr(p, "string_param", "9")), INVALID, "timeout"),
     "timeout-unset": (with_timeout(lambda p: p.Clear()), INVALID, "timeout"),

@@ -235,7 +235,8 @@ def timeout_parameter(parameters: dict[str, Any]) -> float | None:
     if "timeout" not in parameters:
         return None
     value = parameters["timeout"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:  # NaN passes "<= 0"
         raise BadTensor("the 'timeout' parameter must be a positive number of microseconds")
     # The smallest timeouts underflow to 0 s; they are still positive, and pass at once.
     return max(float(value) / 1e6, math.ulp(0.0))
