@@ -31,7 +31,7 @@ class KeyFile:
         self._stamp = self._stat()
 
     def read(self) -> list[str]:
-        text = self.path.read_text(encoding="utf-8")
+        text = self.path.read_text(encoding="utf-8-sig")  # editors on Windows add a BOM
         return [line.strip() for line in text.splitlines() if line.strip()]
 
     def changed(self) -> list[str] | None:
@@ -116,8 +116,8 @@ class ApiKeys:
         """Return an id of the presented key (for :meth:`slot`), or raise Unauthorized."""
         if self._file is not None:
             self._reload()
-        presented = api_key
-        if presented is None and authorization is not None:
+        presented = api_key.strip() if api_key else None  # an empty one is not a key
+        if not presented and authorization is not None:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 presented = value.strip()

@@ -82,3 +82,14 @@ def test_a_file_without_keys_at_start_turns_keys_on_when_filled(tmp_path: Path) 
     rewrite(path, "")
     clock.now += 5
     assert keys.enabled and accepts(keys, "late-key")  # emptied again: still on
+
+
+def test_a_bom_and_an_empty_x_api_key_hide_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_bytes(b"\xef\xbb\xbffirst-key\r\nsecond-key\r\n")  # as Notepad saves it
+    keys = ApiKeys.from_settings(Settings(api_keys_file=path), Clock())
+    assert accepts(keys, "first-key") and accepts(keys, "second-key")
+    keys.identify("Bearer first-key", "")  # an empty X-API-Key does not hide the bearer
+    keys.identify("Bearer first-key", "  ")
+    with pytest.raises(Unauthorized):
+        keys.identify(None, "")
