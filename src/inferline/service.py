@@ -78,6 +78,12 @@ class Service:
             and all(c.ready for c in self.chats.values())
         )
 
+    def model_ready(self, name: str) -> bool:
+        """Serving, and this model's engine can run: one model's upstream being down does
+        not make the others unready."""
+        model = self.models.get(name)
+        return model is not None and bool(self._is_ready(model.engine))
+
     @property
     def status(self) -> str:
         """The state, or ``upstream_down`` when ready but a remote engine's upstream is not."""

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
 import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferline.api.http import Receive, Scope, Send
 from tests.conftest import Server, ServerFactory, free_port
@@ -149,10 +152,32 @@ def test_readiness_follows_the_backend(
     refused = post(gateway, "/embed", {"texts": ["while down"]})
     assert refused.status_code == 503 and "unavailable" in refused.json()["error"]
     assert post(gateway, "/predict", {"text": "local still works"}).status_code == 200
+    assert models_ready(gateway) == {"sentiment": True, "embedding": False}  # each its own
 
     server_factory(ports)  # the backend again, at the same address
     assert wait_for(gateway, 200).status_code == 200
     assert post(gateway, "/embed", {"texts": ["after"]}).status_code == 200
+    assert models_ready(gateway) == {"sentiment": True, "embedding": True}
+
+
+def models_ready(gateway: Server) -> dict[str, bool]:
+    """Each model's readiness, checked the same on OIP REST, OIP gRPC and gRPC health."""
+    found = {}
+    client = triton.InferenceServerClient(gateway.grpc_target)
+    channel = grpc.insecure_channel(gateway.grpc_target)
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        for name in ("sentiment", "embedding"):
+            rest = httpx.get(f"{gateway.url}/v2/models/{name}/ready", timeout=10)
+            check = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            serving = check.status == health_pb2.HealthCheckResponse.SERVING
+            assert rest.status_code in (200, 503)
+            assert client.is_model_ready(name) == serving == (rest.status_code == 200), name
+            found[name] = serving
+    finally:
+        client.close()
+        channel.close()
+    return found
 
 
 class FlakyProxy:

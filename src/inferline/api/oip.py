@@ -53,7 +53,7 @@ def routes(service: Service) -> list[Route]:
         name = request.path_params["name"]
         with contextlib.suppress(Unavailable):  # not loaded: not ready, below
             _signature(service, request)  # 404 for an unknown model or version
-        if service.ready:
+        if service.model_ready(name):
             await send_json(send, 200, {"name": name, "ready": True})
         else:
             body = {"name": name, "ready": False, "error": service.not_ready_reason()}

@@ -39,14 +39,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         """The serving status of ``name``; SERVICE_UNKNOWN for a name that is not served."""
         if name == LIVE:
             return SERVING
-        if name not in SERVER_NAMES:
-            try:
-                tensors.signature(self.service, name)
-            except Unavailable:  # loading, failed or draining: not known yet, and not ready
-                return NOT_SERVING
-            except NotFound:
-                return SERVICE_UNKNOWN
-        return SERVING if self.service.ready else NOT_SERVING
+        if name in SERVER_NAMES:
+            return SERVING if self.service.ready else NOT_SERVING
+        try:
+            tensors.signature(self.service, name)
+        except Unavailable:  # loading, failed or draining: not known yet, and not ready
+            return NOT_SERVING
+        except NotFound:
+            return SERVICE_UNKNOWN
+        return SERVING if self.service.model_ready(name) else NOT_SERVING
 
     async def Check(self, request: hpb.HealthCheckRequest, context: Any) -> Any:
         status = self.status(request.service)

@@ -132,7 +132,7 @@ class InferenceServicer:
             tensors.signature(self.service, name, version)
         except Unavailable:  # loading, failed or draining: an answer, not an error
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.service.ready)
+        return pb.ModelReadyResponse(ready=self.service.model_ready(name))
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context
