@@ -209,3 +209,17 @@ def test_overload_load_carries_the_api_key(server_factory: ServerFactory, tmp_pa
     url = server.url + "/predict"
     assert wrk(url, lines, 2, 1, headers=["Authorization: Bearer k1"]).non_2xx == 0
     assert wrk(url, lines, 2, 1).non_2xx > 0
+
+
+def test_fidelity_compares_int8_with_fp32_alone_and_batched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import fidelity
+
+    fidelity.main(["--texts", "6", "--batch", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 7  # fp32 against itself; each int8 setup against fp32 twice, and itself
+    assert rows[0].startswith("| fp32: alone against itself batched | 1.0000 | 1.0000 | 1.0000 |")
+    cosines = [float(row.split(" | ")[1]) for row in rows]
+    assert all(0.9 < c <= 1.0 for c in cosines), rows
