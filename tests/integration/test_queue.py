@@ -204,6 +204,58 @@ def test_a_stalled_workers_jobs_are_reclaimed(redis_server: RedisServer) -> None
     run(settings, body)
 
 
+def test_a_job_that_crashed_its_workers_is_dead_lettered_with_the_reason(
+    redis_server: RedisServer,
+) -> None:
+    settings = settings_for(redis_server, queue_reclaim_idle_s=0.1, queue_max_deliveries=2)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(settings)
+        job_id, _ = await producer.submit("sentiment", ["each worker that reads it dies"])
+        await worker.ensure_group()
+        await client.xreadgroup(keys.group, "dead-1", {keys.stream: ">"}, count=10)
+        for name in ("dead-2", "dead-3"):  # deliveries 2 and 3, never acknowledged
+            await asyncio.sleep(0.15)
+            await client.xautoclaim(keys.stream, keys.group, name, 100, "0-0")
+        await asyncio.sleep(0.15)
+        await drain(worker, producer, [job_id])
+        outcome = await producer.status(job_id)
+        assert outcome is not None and outcome["error"] == "gave up after 3 deliveries"
+        dead = cast(list[tuple[str, dict[str, str]]], await client.xrange(keys.dead))
+        assert [fields["error"] for _, fields in dead] == ["gave up after 3 deliveries"]
+
+    run(settings, body)
+
+
+def test_jobs_http_would_refuse_fail_at_once(redis_server: RedisServer) -> None:
+    """Jobs from the library, `inferline submit` or a foreign XADD get POST /v1/jobs' checks."""
+    settings = settings_for(redis_server)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        jobs = {
+            "blank": ["   "],
+            "nul": ["a\x00b"],
+            "too-many": ["fine"] * (settings.max_texts_per_request + 1),
+            "too-long": ["x" * (settings.max_text_chars + 1)],
+        }
+        for job_id, texts in jobs.items():
+            await producer.submit("sentiment", texts, job_id)
+        await drain(worker, producer, list(jobs))
+        outcomes = dict(zip(jobs, await producer.statuses(list(jobs)), strict=True))
+        errors = {k: o["error"] for k, o in outcomes.items() if o and o["status"] == "failed"}
+        assert errors == {
+            "blank": "'inputs[0]' is empty",
+            "nul": "'inputs[0]' contains a NUL character",
+            "too-many": f"'inputs' has {settings.max_texts_per_request + 1} texts; "
+            f"the limit is {settings.max_texts_per_request} per request",
+            "too-long": f"'inputs[0]' has {settings.max_text_chars + 1} characters; "
+            f"the limit is {settings.max_text_chars}",
+        }
+        assert await client.xlen(keys_of(settings).dead) == 0  # failed, not dead-lettered
+
+    run(settings, body)
+
+
 def test_without_redis_the_queue_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="INFERLINE_REDIS_URL"):
         Producer.from_settings(Settings(redis_url=None))

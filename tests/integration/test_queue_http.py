@@ -146,6 +146,34 @@ def test_cli_submit_waits_and_resumes(
     assert lines[1]["results"][0]["label"] == "Positive"
 
 
+def test_cli_submit_waits_for_room_in_a_full_stream(
+    tmp_path: Path, queue_env: dict[str, str], worker_factory: WorkerFactory
+) -> None:
+    """A file longer than INFERLINE_QUEUE_MAX_LEN goes in one run: submit waits for room."""
+    texts = [f"review {i}: {'fine' if i % 2 else 'broken'}" for i in range(300)]
+    source = tmp_path / "many.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in texts))
+    env = {
+        **queue_env,
+        "INFERLINE_QUEUE_PREFIX": f"room-{uuid.uuid4().hex[:8]}",  # a stream of its own
+        "INFERLINE_QUEUE_MAX_LEN": "200",
+        "INFERLINE_QUEUE_RECLAIM_IDLE_S": "1",
+    }
+    worker_factory(env)  # trims what it acknowledged every half second
+    command = ["inferline.cli", "submit", str(source), "--model", "sentiment", "--wait"]
+    done = subprocess.run(
+        [sys.executable, "-m", *command, "-o", str(tmp_path / "out.jsonl")],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"the job queue is full (200 jobs); 100 job(s) wait for room" in done.stderr
+    assert b"300 job(s), 300 new" in done.stderr
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 300
+
+
 def test_full_stream_is_429_over_http(
     server_factory: ServerFactory, redis_server: RedisServer
 ) -> None:

@@ -30,6 +30,7 @@ redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
 
+NEW, KNOWN, REFUSED = 1, 0, -1  # SUBMIT's replies
 PENDING = "pending"
 DONE = "done"
 FAILED = "failed"
@@ -68,7 +69,22 @@ class Producer:
     async def submit_many(
         self, jobs: Sequence[tuple[str, Sequence[str], str | None]]
     ) -> list[tuple[str, bool]]:
-        """Enqueue several jobs in one round trip; each is admitted or refused on its own."""
+        """Enqueue several jobs in one round trip; each is admitted or refused on its own.
+        Raises Overloaded if the stream refused any (the others are in)."""
+        outcomes = await self.submit_each(jobs)
+        if any(reply == REFUSED for _, reply in outcomes):
+            raise Overloaded(
+                f"the job queue holds {self.max_len} jobs or more; retry later",
+                retry_after=5,
+                reason="stream_full",
+            )
+        return [(job_id, reply == NEW) for job_id, reply in outcomes]
+
+    async def submit_each(
+        self, jobs: Sequence[tuple[str, Sequence[str], str | None]]
+    ) -> list[tuple[str, int]]:
+        """As :meth:`submit_many`, with each job's reply: NEW, KNOWN or REFUSED (the stream
+        is full; nothing of it was written)."""
         ids: list[str] = []
         carrier: dict[str, str] = {}
         tracing.inject(carrier)  # the worker's span continues the submitter's trace
@@ -94,13 +110,7 @@ class Producer:
                 replies = await pipe.execute()
         except RedisError as exc:
             raise Unavailable(f"the job queue is unreachable: {exc}") from exc
-        if any(reply == -1 for reply in replies):
-            raise Overloaded(
-                f"the job queue holds {self.max_len} jobs or more; retry later",
-                retry_after=5,
-                reason="stream_full",
-            )
-        return [(job_id, reply == 1) for job_id, reply in zip(ids, replies, strict=True)]
+        return [(job_id, int(reply)) for job_id, reply in zip(ids, replies, strict=True)]
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         """The job's outcome, ``{"id", "status": "pending"}``, or None when it is unknown."""

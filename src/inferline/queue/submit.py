@@ -19,10 +19,11 @@ import orjson
 
 from inferline.config import Settings
 from inferline.errors import InvalidInput
-from inferline.queue.producer import DONE, FAILED, PENDING, Producer
+from inferline.queue.producer import DONE, FAILED, NEW, PENDING, REFUSED, Producer
 
 SUBMIT_CHUNK = 500
 POLL_S = 0.25
+FULL_WAIT_S = 5.0  # the Retry-After of a full stream
 
 
 def read_texts(path: Path) -> list[str]:
@@ -117,16 +118,37 @@ async def _submit(
         new = 0
         for start in range(0, len(texts), SUBMIT_CHUNK):
             end = start + SUBMIT_CHUNK
-            chunk = [
+            chunk: list[tuple[str, list[str], str | None]] = [
                 (model, [text], job_id)
                 for text, job_id in zip(texts[start:end], ids[start:end], strict=True)
             ]
-            new += sum(created for _, created in await producer.submit_many(chunk))
+            new += await _enqueue(producer, chunk, progress)
         if progress is not None:
             progress.write(f"{len(texts)} job(s), {new} new, {len(texts) - new} already known\n")
         return await _wait(producer, ids, progress) if wait else None
     finally:
         await producer.close()
+
+
+async def _enqueue(
+    producer: Producer, chunk: list[tuple[str, list[str], str | None]], progress: TextIO | None
+) -> int:
+    """Enqueue ``chunk``; while the stream is full, wait for the workers to make room and
+    enqueue what was refused. Returns how many jobs were new."""
+    new = 0
+    while True:
+        replies = await producer.submit_each(chunk)
+        new += sum(1 for _, reply in replies if reply == NEW)
+        refused = {job_id for job_id, reply in replies if reply == REFUSED}
+        if not refused:
+            return new
+        chunk = [job for job in chunk if job[2] in refused]
+        if progress is not None:
+            progress.write(
+                f"the job queue is full ({producer.max_len} jobs); {len(refused)} job(s) wait"
+                f" for room, retrying in {FULL_WAIT_S:.0f}s (Ctrl-C, then run again, resumes)\n"
+            )
+        await asyncio.sleep(FULL_WAIT_S)
 
 
 async def _wait(

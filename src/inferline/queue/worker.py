@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
+from inferline.api.validation import check_texts
 from inferline.config import Settings
 from inferline.errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
 from inferline.queue.keys import MODELS, QueueKeys, keys_of
@@ -246,7 +247,9 @@ class Worker:
         for job in jobs:
             if job.outcome is None and job.deliveries > self.settings.queue_max_deliveries:
                 job.dead = True
-                job.finish(FAILED, f"gave up after {job.deliveries - 1} deliveries")
+                # No worker finished it, so no error was seen: say that in the dead letter.
+                job.error = f"gave up after {job.deliveries - 1} deliveries"
+                job.finish(FAILED, job.error)
         return jobs
 
     async def trim(self) -> None:
@@ -296,6 +299,9 @@ class Worker:
         return attributes
 
     async def _process(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.outcome is None:
+                self._check(job)
         lease = asyncio.create_task(self._keep_leases(jobs))
         try:
             todo = [job for job in jobs if job.outcome is None]
@@ -315,6 +321,16 @@ class Worker:
                     f"failed {job.deliveries} times; last error: {job.error}",
                 )
         await self._write([job for job in jobs if job.outcome is not None])
+
+    def _check(self, job: Job) -> None:
+        """The checks and limits of POST /v1/jobs, for jobs that came another way (the
+        Producer library, `inferline submit`, a foreign XADD): a job HTTP would refuse
+        fails at once, instead of giving a result for an empty text or being retried as
+        an overload it can never get past."""
+        try:
+            check_texts(job.inputs, self.settings, "inputs")
+        except InvalidInput as exc:
+            job.finish(FAILED, str(exc))
 
     async def _run(self, job: Job) -> None:
         for attempt in range(TRANSIENT_RETRIES):
