@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Tokens in a packed row, unless a text is longer: about two review texts (32 to 64 were
@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     """Every knob of the service. Each field maps to ``INFERLINE_<FIELD>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="INFERLINE_", frozen=True, extra="forbid", use_attribute_docstrings=True
+        env_prefix="INFERLINE_",
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,  # values may be secrets (a Redis URL's password, keys)
     )
 
     host: str = "0.0.0.0"  # containers need all interfaces
@@ -171,6 +175,22 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """Checked at start-up, so that a typo is not a 500 on the first job. The message
+        never holds the URL: it may carry a password."""
+        if value:
+            from redis.connection import parse_url
+
+            try:
+                parse_url(value)  # type: ignore[no-untyped-call]
+            except ValueError as exc:
+                raise ValueError(
+                    f"not a Redis URL (redis://, rediss:// or unix://): {exc}"
+                ) from None
+        return value
 
     @property
     def tls(self) -> bool:
