@@ -203,6 +203,11 @@ class GatheringProtocol(HttpToolsProtocol):
             self.on_response_complete()
             return
         super().on_message_complete()
+        # uvicorn stops reading once 64 KiB of body wait unread, and reads again only when
+        # the app asks for more; after the last piece it never asks, so a client hanging up
+        # went unseen until the answer, and its texts ran. What comes next is a pipelined
+        # request, which uvicorn pauses for itself.
+        self.flow.resume_reading()
 
     def send_400_response(self, msg: str) -> None:
         body = MALFORMED
