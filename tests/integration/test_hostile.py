@@ -8,13 +8,16 @@ Raw sockets send what httpx would not: malformed HTTP, truncated bodies, header 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import select
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -273,7 +276,8 @@ def exchange(server: Server, data: bytes, *, stop: str = "read") -> Reply:
     closes the socket at once (``close``)."""
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)  # the server may answer, and close, before it has all of it
         if stop == "close":
             return Reply(None, {}, b"")
         if stop == "shutdown":
@@ -337,6 +341,38 @@ def test_header_floods_are_431(server: Server, headers: list[bytes]) -> None:
     assert reply.status == 431, reply
     assert "16384" in json.loads(reply.body)["error"]
     assert_no_leak(reply.body.decode())
+
+
+def test_a_header_that_never_ends_is_431_before_it_is_all_in_memory(server: Server) -> None:
+    """The app checks the headers' size once they end; a header of hundreds of MB never
+    ends in time. The connection refuses it while it arrives, and the server's memory stays
+    put."""
+    host, port = server.url.removeprefix("http://").split(":")
+    rss_before = rss_kb(server)
+    sent, raw = 0, b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: test\r\nx-big: ")
+        try:
+            while sent < 256 * MB and not raw:
+                sock.sendall(b"a" * (64 * 1024))
+                sent += 64 * 1024
+                if select.select([sock], [], [], 0)[0]:
+                    raw = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if not raw:
+            with contextlib.suppress(ConnectionResetError):
+                raw = sock.recv(65536)
+    reply = parse_reply(raw)
+    assert reply.status == 431, (sent, reply)
+    assert sent < 16 * MB  # refused early, not at the end
+    assert rss_kb(server) - rss_before < 64 * 1024  # KiB: no copy of the header kept
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def rss_kb(server: Server) -> int:
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
 
 MALFORMED = {

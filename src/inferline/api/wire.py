@@ -92,14 +92,22 @@ class GatheringProtocol(HttpToolsProtocol):
         self.early: EarlyAnswer | None = getattr(self.app, "early_refusal", None)
         self.answered = False  # the request in progress was answered at its headers
         self.on_lost: Callable[[], None] | None = None  # the running handler's, if any
+        settings = getattr(self.app, "settings", None)
+        self.head_limit: int | None = getattr(settings, "max_header_bytes", None)
+        self.in_head = False  # between a request's first byte and the end of its headers
+        self.began = False  # a request began in the data being read
+        self.head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         if self.declined is not None:
             self._declined_body(data)
             return
+        self.began = False
         try:
             self.parser.feed_data(data)
+            if self.in_head and not self.began:
+                self._count_head(len(data))
         except httptools.HttpParserUpgrade as exc:
             if self._should_upgrade():  # a WebSocket server; ours runs with ws="none"
                 self.handle_websocket_upgrade()
@@ -117,6 +125,32 @@ class GatheringProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head, self.began, self.head_bytes = True, True, 0
+
+    def _count_head(self, size: int) -> None:
+        """httptools keeps a request line and headers in memory until they end, and the app
+        checks their size only then: a client could send hundreds of MB of one header. A
+        read that began inside the headers and did not end them is all header, so the
+        total is known to within the read in which the request began."""
+        self.head_bytes += size
+        limit = self.head_limit
+        if limit is None or self.head_bytes <= limit:
+            return
+        self.logger.warning("refused a request whose headers are over %d bytes", limit)
+        body = json.dumps({"error": f"the headers are over the limit of {limit} bytes"})
+        head = [
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+            *(name + b": " + value for name, value in self.server_state.default_headers),
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body.encode())
+        self.transport.close()
+        self.in_head = False
 
     def _declined_body(self, data: bytes) -> None:
         assert self.declined is not None
@@ -155,6 +189,7 @@ class GatheringProtocol(HttpToolsProtocol):
             callback()
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         self.scope[ON_DISCONNECT] = self._on_disconnect  # type: ignore[literal-required]
         cap = self.cap
         if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
