@@ -177,8 +177,10 @@ class Service:
             await model.engine.start()
             if not model.engine.ready:
                 continue
+            step = model.batcher.limits.max_queue_items  # a queue smaller than the warm-up
             try:
-                await model.batcher.submit_many(items)
+                for start in range(0, len(items), step):
+                    await model.batcher.submit_many(items[start : start + step])
             except Unavailable as exc:  # the upstream went away meanwhile
                 log.warning("warm-up of %s skipped: %s", model.name, exc)
 

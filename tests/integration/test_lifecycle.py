@@ -45,6 +45,17 @@ def test_ready_only_after_load_and_warm_up() -> None:
     asyncio.run(scenario())
 
 
+def test_a_queue_smaller_than_the_warm_up_batch_still_gets_ready() -> None:
+    async def scenario() -> None:
+        service = Service(Settings(model_dir=model_dir(), max_queue_items=1))
+        await service.start()
+        assert service.state is State.READY, service.not_ready_reason()
+        assert len(await service.results("sentiment", ["one at a time"])) == 1
+        await service.close(grace=5)
+
+    asyncio.run(scenario())
+
+
 def test_failed_load_reports_why(tmp_path: Path) -> None:
     async def scenario() -> None:
         service = Service(Settings(model_dir=tmp_path / "missing"))
