@@ -390,6 +390,16 @@ MALFORMED = {
 }
 
 
+def test_a_transfer_coding_other_than_chunked_is_501(server: Server) -> None:
+    data = (
+        b"POST /predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+        b'10\r\n{"text": "fine"}\r\n0\r\n\r\n'
+    )
+    reply = exchange(server, data)
+    assert reply.status == 501, reply
+    assert "use chunked alone" in json.loads(reply.body)["error"]
+
+
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_http_is_400(server: Server, name: str) -> None:
     """Refused by the HTTP parser before the app, with a JSON body all the same."""

@@ -128,6 +128,8 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     r = client.post("/health")
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    for path in ("/v2/models/sentiment/ready%0A", "/v2/models/sentiment/infer%0A"):
+        assert client.get(path).status_code == 404, path  # "$" matched before the newline
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,15 @@ STATUS: dict[type[InferlineError], int] = {
 }
 
 
+def _transfer_coding(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """A Transfer-Encoding other than plain ``chunked`` (httptools reads ``gzip, chunked``
+    as chunked and leaves the gzip undone), or None."""
+    for name, value in headers:
+        if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            return value.decode("latin-1")
+    return None
+
+
 def status_of(exc: InferlineError) -> int:
     if isinstance(exc, InvalidInput):
         return exc.status
@@ -101,7 +110,8 @@ class Router:
         self._patterns: list[tuple[re.Pattern[str], dict[str, Route]]] = []
         for route in routes:
             if "{" in route.path:
-                regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path) + "$")
+                # fullmatch, not "$", which also matches before a final newline (.../ready%0A).
+                regex = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path))
                 for pattern, methods in self._patterns:
                     if pattern.pattern == regex.pattern:
                         methods[route.method] = route
@@ -116,7 +126,7 @@ class Router:
         if methods is not None:
             return methods, {}
         for pattern, methods in self._patterns:
-            found = pattern.match(path)
+            found = pattern.fullmatch(path)
             if found:
                 return methods, found.groupdict()
         return None
@@ -143,6 +153,11 @@ class App:
             await send_json(
                 send, 431, {"error": f"the headers are over the limit of {limit} bytes"}
             )
+            return
+        coding = _transfer_coding(scope["headers"])
+        if coding is not None:  # RFC 9112, 6.1: its body cannot be read as meant
+            message = f"transfer coding {coding!r} is not supported: use chunked alone"
+            await send_json(send, 501, {"error": message})
             return
         found = self.router.match(scope["path"])
         if found is None:

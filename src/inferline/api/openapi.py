@@ -38,6 +38,7 @@ WHY = {
     422: "Invalid input; the message names the field and the limit",
     429: "The model's queue is full, or the API key has too many requests in flight",
     431: "Headers over the size limit",
+    501: "A Transfer-Encoding other than chunked",
     500: "The engine failed; the message holds an opaque id that the server log explains",
     502: "The upstream of a relayed model failed, or refused inferline's credentials",
     503: "Not ready (loading, or the load failed), shutting down, or (jobs) no Redis",
@@ -128,6 +129,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 codes |= {401, 429} if settings.max_concurrent_per_key else {401}
             op["responses"] |= {str(code): error(protocol, code) for code in sorted(codes)}
             op["responses"]["431"] = error("plain", 431)  # before routing: always this shape
+            op["responses"]["501"] = error("plain", 501)
             op["tags"] = [protocol]
     components: Schema = {
         "schemas": simple_schemas(settings) | oip_schemas(settings) | openai_schemas(settings)
