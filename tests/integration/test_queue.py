@@ -15,7 +15,7 @@ from inferline.config import Settings
 from inferline.errors import EngineError, InvalidInput, Overloaded, Unavailable
 from inferline.queue.keys import connect, keys_of
 from inferline.queue.producer import Producer
-from inferline.queue.worker import Worker
+from inferline.queue.worker import Job, Worker
 from inferline.service import Service
 from tests.conftest import RedisServer, model_dir
 
@@ -252,6 +252,28 @@ def test_jobs_http_would_refuse_fail_at_once(redis_server: RedisServer) -> None:
             f"the limit is {settings.max_text_chars}",
         }
         assert await client.xlen(keys_of(settings).dead) == 0  # failed, not dead-lettered
+
+    run(settings, body)
+
+
+def test_a_late_second_run_does_not_outlive_the_first_result(redis_server: RedisServer) -> None:
+    """A job run twice (a reclaim after a stall) is written twice: the second write must not
+    push the idempotency key's expiry past the stored result's, or the job would read
+    "pending" again once the result expired."""
+    settings = settings_for(redis_server, queue_result_ttl_s=60)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(settings)
+        job_id, _ = await producer.submit("sentiment", ["run twice"], "twice")
+        await drain(worker, producer, [job_id])
+        first = await producer.status(job_id)
+        await asyncio.sleep(1.1)
+        late = Job("0-1", job_id, "sentiment", ["run twice"])
+        late.finish("done", [{"label": "from the late run"}])
+        await worker._write([late])
+        result_ttl = await client.pttl(keys.result(job_id))
+        assert 0 < await client.pttl(keys.job(job_id)) <= result_ttl + 50
+        assert await producer.status(job_id) == first  # the first result stays
 
     run(settings, body)
 

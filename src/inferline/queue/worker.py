@@ -379,7 +379,9 @@ class Worker:
                     for job in jobs:
                         assert job.outcome is not None
                         pipe.set(self.keys.result(job.id), job.outcome, nx=True, ex=ttl)
-                        pipe.expire(self.keys.job(job.id), ttl)
+                        # NX: a late second run must not outlive the first one's result,
+                        # or the job would read "pending" once the result expired.
+                        pipe.expire(self.keys.job(job.id), ttl, nx=True)
                         if job.dead:
                             pipe.xadd(self.keys.dead, _dead_fields(job))
                     pipe.xack(self.keys.stream, self.keys.group, *(job.entry for job in jobs))
