@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ServerFactory
+from tests.conftest import Server, ServerFactory
 
 
 def test_grpc_needs_the_key_but_health_is_open(server_factory: ServerFactory) -> None:
@@ -40,18 +40,9 @@ def test_a_rotated_keys_file_takes_effect_on_both_protocols(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     """The Secret's file is swapped in place (as kubelet does); no restart."""
-    keys = tmp_path / "keys"
-    keys.write_text("before-rotation\n")
-    server = server_factory(
-        {"INFERLINE_API_KEYS_FILE": str(keys), "INFERLINE_API_KEYS_RELOAD_S": "0.2"}
-    )
-    fresh = tmp_path / "keys.new"
-    fresh.write_text("after-rotation\n")
-    os.replace(fresh, keys)
-    time.sleep(0.5)
-    client = triton.InferenceServerClient(server.grpc_target)
-    tensor = triton.InferInput("text", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
+    server = keyed_by_file(server_factory, tmp_path, "before-rotation\n")
+    swap_keys(tmp_path, "after-rotation\n")
+    client, tensor = grpc_client(server)
     try:
         for key, status, code in (
             ("before-rotation", 401, "UNAUTHENTICATED"),
@@ -73,21 +64,12 @@ def test_filling_an_empty_keys_file_turns_keys_on(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     """The manifests ship the keys Secret empty; an operator fills it later, with no restart."""
-    keys = tmp_path / "keys"
-    keys.write_text("")
-    server = server_factory(
-        {"INFERLINE_API_KEYS_FILE": str(keys), "INFERLINE_API_KEYS_RELOAD_S": "0.2"}
-    )
+    server = keyed_by_file(server_factory, tmp_path, "")
     assert httpx.post(server.url + "/predict", json={"text": "x"}).status_code == 200
     document = httpx.get(server.url + "/openapi.json").json()
     assert "401" in document["paths"]["/predict"]["post"]["responses"]  # keys may come
-    fresh = tmp_path / "keys.new"
-    fresh.write_text("filled-later\n")
-    os.replace(fresh, keys)
-    time.sleep(0.5)
-    client = triton.InferenceServerClient(server.grpc_target)
-    tensor = triton.InferInput("text", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
+    swap_keys(tmp_path, "filled-later\n")
+    client, tensor = grpc_client(server)
     try:
         denied = httpx.post(server.url + "/predict", json={"text": "x"})
         assert denied.status_code == 401 and "www-authenticate" in denied.headers
@@ -102,3 +84,23 @@ def test_filling_an_empty_keys_file_turns_keys_on(
         assert "filled-later" not in server.output()
     finally:
         client.close()
+
+
+def keyed_by_file(server_factory: ServerFactory, tmp: Path, keys: str) -> Server:
+    (tmp / "keys").write_text(keys)
+    env = {"INFERLINE_API_KEYS_FILE": str(tmp / "keys"), "INFERLINE_API_KEYS_RELOAD_S": "0.2"}
+    return server_factory(env)
+
+
+def swap_keys(tmp: Path, keys: str) -> None:
+    """As kubelet updates a mounted Secret: a new file swapped in; then past the reload."""
+    fresh = tmp / "keys.new"
+    fresh.write_text(keys)
+    os.replace(fresh, tmp / "keys")
+    time.sleep(0.5)
+
+
+def grpc_client(server: Server) -> tuple[triton.InferenceServerClient, triton.InferInput]:
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
+    return triton.InferenceServerClient(server.grpc_target), tensor

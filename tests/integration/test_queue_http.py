@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import httpx
@@ -112,30 +113,14 @@ def test_cli_submit_waits_and_resumes(
     source = tmp_path / "reviews.jsonl"
     source.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts))
     out = tmp_path / "out.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "inferline.cli",
-        "submit",
-        str(source),
-        "--model",
-        "sentiment",
-        "--redis-url",
-        queue_env["INFERLINE_REDIS_URL"],
-    ]
+    url = queue_env["INFERLINE_REDIS_URL"]
+    command = ["submit", str(source), "--model", "sentiment", "--redis-url", url]
     env = {"INFERLINE_QUEUE_PREFIX": queue_env["INFERLINE_QUEUE_PREFIX"]}
-    full_env = {**os.environ, **env}
     # Enqueue with no worker running, then resume with --wait once one is.
-    first = subprocess.run(command, env=full_env, capture_output=True, timeout=60, check=True)
-    assert b"1000 new" in first.stderr
+    first = run_cli(*command, env=env, timeout=60)
+    assert first.returncode == 0 and b"1000 new" in first.stderr, first.stderr.decode()
     worker_factory(queue_env)
-    second = subprocess.run(
-        [*command, "--wait", "-o", str(out)],
-        env=full_env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    second = run_cli(*command, "--wait", "-o", str(out), env=env, timeout=120)
     assert second.returncode == 0, second.stderr.decode()
     assert b"0 new, 1000 already known" in second.stderr
     assert b"done 1000 failed 0 pending 0" in second.stderr
@@ -160,18 +145,22 @@ def test_cli_submit_waits_for_room_in_a_full_stream(
         "INFERLINE_QUEUE_RECLAIM_IDLE_S": "1",
     }
     worker_factory(env)  # trims what it acknowledged every half second
-    command = ["inferline.cli", "submit", str(source), "--model", "sentiment", "--wait"]
-    done = subprocess.run(
-        [sys.executable, "-m", *command, "-o", str(tmp_path / "out.jsonl")],
-        env={**os.environ, **env},
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    out = tmp_path / "out.jsonl"
+    done = run_cli("submit", str(source), "--model", "sentiment", "--wait", "-o", str(out), env=env)
     assert done.returncode == 0, done.stderr.decode()
     assert b"the job queue is full (200 jobs); 100 job(s) wait for room" in done.stderr
     assert b"300 job(s), 300 new" in done.stderr
-    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 300
+    assert len(out.read_bytes().splitlines()) == 300
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "inferline.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_full_stream_is_429_over_http(
