@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -104,3 +105,38 @@ def grpc_client(server: Server) -> tuple[triton.InferenceServerClient, triton.In
     tensor = triton.InferInput("text", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([b"great"], dtype=np.object_))
     return triton.InferenceServerClient(server.grpc_target), tensor
+
+
+def test_grpc_refusals_by_key_are_counted_and_logged_as_http_ones_are(
+    server_factory: ServerFactory,
+) -> None:
+    env = {"INFERLINE_API_KEYS": "k1", "INFERLINE_MAX_CONCURRENT_PER_KEY": "1"}
+    server = server_factory({**env, "INFERLINE_LANES": "1"})
+    long = ("a long review of a very ordinary kitchen blender " * 20).encode()
+    tensor = triton.InferInput("text", [16], "BYTES")
+    tensor.set_data_from_numpy(np.array([long] * 16, dtype=np.object_))
+    client = triton.InferenceServerClient(server.grpc_target)
+
+    def infer(headers: dict[str, str]) -> str:
+        try:
+            client.infer("sentiment", [tensor], headers=headers)
+        except InferenceServerException as exc:
+            return str(exc.status())
+        return "OK"
+
+    try:
+        denied = infer({"authorization": "Bearer wrong"})
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(infer, [{"x-api-key": "k1"}] * 6))
+    finally:
+        client.close()
+    assert denied == "StatusCode.UNAUTHENTICATED"
+    limited = codes.count("StatusCode.RESOURCE_EXHAUSTED")
+    assert limited >= 1 and codes.count("OK") == 6 - limited, codes
+    text = httpx.get(server.url + "/metrics").text
+    requests = 'inferline_requests_total{model="none",protocol="oip_grpc",status="%s"} 1.0'
+    assert requests % "UNAUTHENTICATED" in text
+    assert 'inferline_rejected_total{reason="unauthorized"} 1.0' in text
+    assert f'inferline_rejected_total{{reason="key_limit"}} {float(limited)}' in text
+    lines = [line for line in server.output().splitlines() if '"ModelInfer"' in line]
+    assert sum('"status":"UNAUTHENTICATED"' in line for line in lines) == 1, lines

@@ -166,17 +166,27 @@ def test_multiprocess_mode_merges_every_process(tmp_path: Path) -> None:
 
 def test_refusal_lines_are_capped_each_second_and_the_rest_counted() -> None:
     lines = logs._RefusalLines(2)
-    key = ("rest", "", "POST", "/predict")
+    key = ("rest", "", "POST", "/predict", "429")
+    grpc = ("oip_grpc", "sentiment", "ModelInfer", "", "RESOURCE_EXHAUSTED")
     assert [lines.admit(100.1, key) for _ in range(3)] == [True, True, False]
-    assert not lines.admit(100.9, ("oip_grpc", "sentiment", "ModelInfer", ""))
+    assert not lines.admit(100.9, grpc)
     assert lines.admit(101.0, key)  # a new second lets lines through again
-    assert lines.take() == (100.1, {key: 1, ("oip_grpc", "sentiment", "ModelInfer", ""): 1})
+    assert lines.take() == (100.1, {key: 1, grpc: 1})
     assert lines.take() is None  # counted once
 
 
 @pytest.mark.parametrize("per_second", [0, 2])
-def test_refusals_past_the_limit_are_logged_as_counts(per_second: int) -> None:
-    refused = RequestRecord("rest", model="sentiment", status="429")
+@pytest.mark.parametrize(
+    ("protocol", "status", "where"),
+    [
+        ("rest", "429", {"method": "POST", "path": "/predict"}),
+        ("oip_grpc", "RESOURCE_EXHAUSTED", {"method": "ModelInfer"}),
+    ],
+)
+def test_refusals_past_the_limit_are_logged_as_counts(
+    per_second: int, protocol: str, status: str, where: dict[str, str]
+) -> None:
+    refused = RequestRecord(protocol, model="sentiment", status=status)
     served = RequestRecord("rest", model="sentiment", status="200", items=1)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -184,7 +194,7 @@ def test_refusals_past_the_limit_are_logged_as_counts(per_second: int) -> None:
     logs.configure("info", stream, refusal_lines=per_second)
     try:
         for _ in range(5):
-            logs.access(refused, 0.0004, {"method": "POST", "path": "/predict"})
+            logs.access(refused, 0.0004, where)
         logs.access(served, 0.004, {"method": "POST", "path": "/predict"})
     finally:
         logs.flush()
@@ -192,10 +202,11 @@ def test_refusals_past_the_limit_are_logged_as_counts(per_second: int) -> None:
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     requests = [line for line in lines if line["message"] == "request"]
     assert [line["status"] for line in requests].count("200") == 1  # served: always a line
-    shown = [line["status"] for line in requests].count("429")
+    shown = [line["status"] for line in requests].count(status)
     (counts,) = [line for line in lines if line["message"] == "refusals"]
     assert counts["logger"] == "inferline.access"
-    where = (counts["protocol"], counts["model"], counts["method"], counts["path"])
-    assert where == ("rest", "sentiment", "POST", "/predict") and counts["status"] == "429"
+    counted = (counts["protocol"], counts["model"], counts["status"])
+    assert counted == (protocol, "sentiment", status)
+    assert {k: counts[k] for k in where} == where
     # Unless the clock's second turned during the loop, the limit held exactly.
     assert shown + counts["count"] == 5 and per_second <= shown <= 2 * per_second

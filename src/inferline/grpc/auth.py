@@ -11,6 +11,9 @@ from inferline.auth import ApiKeys
 from inferline.errors import Overloaded, Unauthorized
 
 OPEN_METHODS = ("/ServerLive", "/ServerReady", "/ModelReady")  # OIP's health RPCs
+# Checked by the servicer itself, where its refusals are counted, logged and traced as
+# HTTP's are (grpc/servicer.py).
+SELF_CHECKED = "/inference.GRPCInferenceService/ModelInfer"
 HEALTH_SERVICE = "/grpc.health.v1.Health/"  # open when /health is
 
 
@@ -25,7 +28,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Any:
         handler = await continuation(details)
         method = details.method or ""
-        if handler is None or not self.keys.enabled:
+        if handler is None or method == SELF_CHECKED or not self.keys.enabled:
             return handler
         if method.endswith(OPEN_METHODS) and self.keys.is_open("/v2/health"):
             return handler

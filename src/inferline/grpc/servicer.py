@@ -16,12 +16,14 @@ import grpc
 
 from inferline.api import tensors
 from inferline.api.tensors import BadTensor, Signature
+from inferline.auth import ApiKeys
 from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
     InvalidInput,
     NotFound,
     Overloaded,
+    Unauthorized,
     Unavailable,
     reason_of,
 )
@@ -39,26 +41,30 @@ SERVICE = "inference.GRPCInferenceService"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+CODES: tuple[tuple[type[InferlineError], grpc.StatusCode], ...] = (
+    (Unauthorized, grpc.StatusCode.UNAUTHENTICATED),
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+
+
 def code_of(exc: InferlineError) -> grpc.StatusCode:
-    if isinstance(exc, InvalidInput):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, Unavailable):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(exc, DeadlineExceeded):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
+    for kind, code in CODES:
+        if isinstance(exc, kind):
+            return code
     return grpc.StatusCode.INTERNAL
 
 
 class InferenceServicer:
     """The methods of ``inference.GRPCInferenceService``; names follow the proto."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, keys: ApiKeys | None = None) -> None:
         self.service = service
         self.settings = service.settings
+        self.keys = keys or ApiKeys([], [])
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
@@ -111,7 +117,8 @@ class InferenceServicer:
             with tracing.server_span(f"{SERVICE}/ModelInfer", carrier, attributes) as span:
                 record.span = span
                 try:
-                    return await _guard(context, self._infer(request, context), record, metrics)
+                    call = self._keyed_infer(request, context)
+                    return await _guard(context, call, record, metrics)
                 finally:
                     metrics.inflight.dec()
                     duration = time.perf_counter() - record.started
@@ -123,6 +130,20 @@ class InferenceServicer:
                         span.set_attribute("inferline.queue_wait_seconds", record.queue_wait)
         finally:
             request_context.leave(token)
+
+    async def _keyed_infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        """With API keys on, the key check and the per-key limit, then the call."""
+        keys = self.keys
+        if not keys.enabled:
+            return await self._infer(request, context)
+        metadata = {
+            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
+        }
+        key = keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
+        with keys.slot(key):
+            return await self._infer(request, context)
 
     async def _signature(self, name: str, version: str) -> Signature:
         return tensors.signature(self.service, name, version)

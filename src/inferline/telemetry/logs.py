@@ -26,7 +26,8 @@ from inferline.telemetry.context import RequestRecord
 
 ACCESS_NAME = "inferline.access"
 ACCESS = logging.getLogger(ACCESS_NAME)
-REFUSED = "429"
+REFUSED = ("429", "RESOURCE_EXHAUSTED")  # HTTP, gRPC
+HeldKey = tuple[str, str, str, str, str]  # protocol, model, method, path, status
 REFUSAL_LINES_PER_S = 20  # Settings.access_log_refusals_per_s's default
 
 # Attributes every LogRecord has; anything else on a record came through ``extra``.
@@ -83,10 +84,10 @@ class _RefusalLines:
         self._lock = threading.Lock()
         self._second = -1
         self._lines = 0
-        self._held: dict[tuple[str, str, str, str], int] = {}
+        self._held: dict[HeldKey, int] = {}
         self._since = 0.0  # when the first held refusal came
 
-    def admit(self, now: float, key: tuple[str, str, str, str]) -> bool:
+    def admit(self, now: float, key: HeldKey) -> bool:
         second = int(now)
         with self._lock:
             if second != self._second:
@@ -99,7 +100,7 @@ class _RefusalLines:
             self._held[key] = self._held.get(key, 0) + 1
             return False
 
-    def take(self) -> tuple[float, dict[tuple[str, str, str, str], int]] | None:
+    def take(self) -> tuple[float, dict[HeldKey, int]] | None:
         with self._lock:
             if not self._held:
                 return None
@@ -172,9 +173,9 @@ class _AccessWriter:
         head: dict[str, Any] = {"time": _iso(time.time()), "level": "info"}
         head["logger"] = ACCESS_NAME
         lines = bytearray()
-        for (protocol, model, method, path), count in held.items():
+        for (protocol, model, method, path, status), count in held.items():
             entry = {**head, "message": "refusals", "protocol": protocol, "model": model}
-            entry |= {"status": REFUSED, "count": count, "since": _iso(since)}
+            entry |= {"status": status, "count": count, "since": _iso(since)}
             entry |= {k: v for k, v in (("method", method), ("path", path)) if v}
             lines += orjson.dumps(entry) + b"\n"
         return bytes(lines)
@@ -301,9 +302,10 @@ def access(record: RequestRecord, duration: float, extra: dict[str, Any] | None 
         return
     created = time.time()
     writer = _access
-    if writer is not None and record.status == REFUSED:
+    if writer is not None and record.status in REFUSED:
         where = extra or {}
-        key = (record.protocol, record.model, where.get("method", ""), where.get("path", ""))
+        method, path = where.get("method", ""), where.get("path", "")
+        key = (record.protocol, record.model, method, path, record.status)
         if not writer.refusals.admit(created, key):
             return
     snapshot = _Snapshot(
