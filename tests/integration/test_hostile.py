@@ -321,10 +321,29 @@ def test_a_truncated_body_leaves_the_server_serving(
     server: Server, client: httpx.Client, path: str, stop: str
 ) -> None:
     """Content-Length says 100 bytes, 10 come, and the client goes away: the request gets no
-    answer, or a 4xx nobody reads, and nothing leaks."""
+    answer, is counted as a 499 (a client that left) and not as a refusal, and nothing
+    leaks."""
+    before = client.get("/metrics").text
     reply = exchange(server, request(path, b'{"text": "', length=100), stop=stop)
-    assert reply.status is None or 400 <= reply.status < 500, reply
+    assert reply.status is None, reply
     assert client.post(PREDICT, json={"text": "still here"}).status_code == 200
+    after = client.get("/metrics").text
+    assert total(after, "inferline_requests_total", 'status="499"') == 1 + total(
+        before, "inferline_requests_total", 'status="499"'
+    )
+    refused = 'reason="invalid"'
+    assert total(after, "inferline_rejected_total", refused) == total(
+        before, "inferline_rejected_total", refused
+    )
+
+
+def total(metrics: str, name: str, label: str) -> float:
+    """The sum of a counter's series that carry ``label``."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(name + "{") and label in line
+    )
 
 
 @pytest.mark.parametrize(

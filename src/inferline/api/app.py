@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ import orjson
 from inferline.api.http import (
     DUMP_OPTIONS,
     JSON_TYPE,
+    ClientGone,
     Message,
     Receive,
     Request,
@@ -191,7 +193,7 @@ class App:
                     await self._serve(route, request, send)
                 finally:
                     self._finish(record, request)  # in the span: the log line has its ids
-                    self._close_span(record, request.status)
+                    self._close_span(record, request.status or 499)
                     traced.close()
             else:
                 try:
@@ -239,16 +241,15 @@ class App:
             await send(message)
 
         try:
+            slot: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if self.keys.enabled and not self.keys.is_open(scope["path"]):
-                key = self._identify(scope["headers"])
-                with self.keys.slot(key):
-                    if route.queue is not None:
-                        self._check_room(route.queue(request.path_params))
-                    await route.handler(request, send_marked)
-            else:
+                slot = self.keys.slot(self._identify(scope["headers"]))
+            with slot:
                 if route.queue is not None:
                     self._check_room(route.queue(request.path_params))
                 await route.handler(request, send_marked)
+        except ClientGone:
+            return  # mid-body: no refusal to count, and no one to answer
         except asyncio.CancelledError:
             if request.disconnected:
                 return  # the client went away; its queued texts were dropped

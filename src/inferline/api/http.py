@@ -28,6 +28,11 @@ DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 INFLATE_INLINE_BYTES = 65536  # larger compressed bodies inflate off the event loop
 
 
+class ClientGone(Exception):
+    """The client went away before its body was whole: nothing to answer, and no refusal
+    (the request counts as 499, as a disconnect after the body does)."""
+
+
 @dataclass(slots=True)
 class Request:
     scope: Scope
@@ -58,7 +63,8 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise InvalidInput("the client went away", status=400)
+                self.disconnected = True
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
