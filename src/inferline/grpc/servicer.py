@@ -126,8 +126,7 @@ class InferenceServicer:
                     if self.settings.access_log:  # in the span: the line has its trace id
                         logs.access(record, duration, {"method": "ModelInfer"})
                     if span is not None:
-                        span.set_attribute("rpc.grpc.status_code", record.status)
-                        span.set_attribute("inferline.queue_wait_seconds", record.queue_wait)
+                        _close_span(span, record)
         finally:
             request_context.leave(token)
 
@@ -236,6 +235,26 @@ async def _guard(
     if record is not None:
         record.status = "OK"
     return result
+
+
+# The codes that mark a server span as an error (OpenTelemetry's gRPC conventions); the
+# others are the client's doing, as HTTP's 4xx are.
+SERVER_ERRORS = {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE"}
+
+
+def _close_span(span: Any, record: RequestRecord) -> None:
+    code = grpc.StatusCode[record.status]
+    span.set_attributes(
+        {
+            "rpc.grpc.status_code": code.value[0],  # the number, as the conventions say
+            "inferline.model": record.model,
+            "inferline.queue_wait_seconds": record.queue_wait,
+        }
+    )
+    if record.status in SERVER_ERRORS:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, record.status))
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
