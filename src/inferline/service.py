@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inferline.auth import ApiKeys
 from inferline.batching import Batcher, BatcherLimits
 from inferline.config import Settings
 from inferline.engines import registry
@@ -77,6 +78,13 @@ class Service:
             and all(m.engine.ready for m in self.models.values())
             and all(c.ready for c in self.chats.values())
         )
+
+    @functools.cached_property
+    def keys(self) -> ApiKeys:
+        """The API keys, one set for HTTP and gRPC: each protocol re-reads the keys file as
+        its requests come, and two sets drifted apart after a rotation. Made on first use,
+        so that a worker, which serves no API, needs no keys file."""
+        return ApiKeys.from_settings(self.settings)
 
     def model_ready(self, name: str) -> bool:
         """Serving, and this model's engine can run: one model's upstream being down does

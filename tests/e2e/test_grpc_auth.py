@@ -107,6 +107,24 @@ def grpc_client(server: Server) -> tuple[triton.InferenceServerClient, triton.In
     return triton.InferenceServerClient(server.grpc_target), tensor
 
 
+def test_http_and_grpc_share_one_set_of_keys(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """A rotation seen by HTTP's requests only, then a file emptied by mistake: gRPC must
+    keep the keys HTTP kept (each protocol had a set of its own, and gRPC kept the old key)."""
+    server = keyed_by_file(server_factory, tmp_path, "key-one\n")
+    swap_keys(tmp_path, "key-two\n")
+    ok = httpx.post(server.url + "/predict", json={"text": "x"}, headers={"x-api-key": "key-two"})
+    assert ok.status_code == 200
+    swap_keys(tmp_path, "")
+    client, tensor = grpc_client(server)
+    try:
+        client.infer("sentiment", [tensor], headers={"x-api-key": "key-two"})
+        with pytest.raises(InferenceServerException) as denied:
+            client.infer("sentiment", [tensor], headers={"x-api-key": "key-one"})
+        assert denied.value.status() == "StatusCode.UNAUTHENTICATED"
+    finally:
+        client.close()
+
+
 def test_grpc_refusals_by_key_are_counted_and_logged_as_http_ones_are(
     server_factory: ServerFactory,
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from inferline.api import chat, jobs, oip, openai, openapi, routes
 from inferline.api.app import App
-from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.service import Service
 
@@ -21,5 +20,5 @@ def create_app(settings: Settings, service: Service | None = None) -> App:
             *jobs.routes(service),
             *openapi.routes(settings),
         ],
-        ApiKeys.from_settings(settings),
+        service.keys,
     )

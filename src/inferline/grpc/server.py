@@ -9,7 +9,6 @@ import grpc
 from grpc_health.v1.health_pb2_grpc import add_HealthServicer_to_server
 
 from inferline import tls
-from inferline.auth import ApiKeys
 from inferline.config import Settings
 from inferline.grpc.auth import ApiKeyInterceptor
 from inferline.grpc.decode import DecodeInterceptor
@@ -25,7 +24,7 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
     """Binds ``settings.host:settings.grpc_port`` and starts serving; call in the running loop.
 
     Raises OSError when the port cannot be bound."""
-    keys = ApiKeys.from_settings(settings)
+    keys = service.keys  # the same set as HTTP's
     server = grpc.aio.server(
         interceptors=[DecodeInterceptor(), ApiKeyInterceptor(keys)],
         options=[
