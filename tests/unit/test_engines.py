@@ -85,6 +85,15 @@ def test_yaml_and_a_key_file(tmp_path: Path) -> None:
             "NOPE_NOT_SET, which is not set",
         ),
         ("[models.embedding\n", "does not parse"),
+        (
+            '[models.embedding]\nengine = "oip"\nurl = "https://x"\ntls_ca_file = "/nope.pem"\n',
+            "cannot read tls_ca_file /nope.pem",
+        ),
+        (
+            '[models.embedding]\nengine = "oip"\nurl = "https://x"\n'
+            'tls_cert_file = "/etc/os-release"\ntls_key_file = "/etc/os-release"\n',
+            "cannot use the TLS files of https://x",  # readable, but not a certificate
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:

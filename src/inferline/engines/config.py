@@ -215,4 +215,6 @@ def load(path: Path | None) -> ModelsConfig:
             )
         if isinstance(spec, RemoteSpec):
             spec.api_key()  # a key that cannot be read stops the start, naming its source
+            spec.tls_files()  # and so do TLS files that cannot be read,
+            spec.ssl_context()  # or used (a key that does not match its certificate)
     return config
