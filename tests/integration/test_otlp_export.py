@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.conftest import RedisServer, ServerFactory, WorkerFactory, free_port
 
@@ -28,6 +29,7 @@ class Collector:
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, str, str, str]] = []
+        self.raw: list[Span] = []  # every span as exported
         self.lock = threading.Lock()
         collector = self
 
@@ -43,6 +45,7 @@ class Collector:
                             if a.key == "service.name"
                         )
                         for scope in resource_spans.scope_spans:
+                            collector.raw.extend(scope.spans)
                             for span in scope.spans:
                                 collector.spans.append(
                                     (
@@ -130,3 +133,40 @@ def test_a_job_is_one_trace_across_server_redis_and_worker(
         if trace == TRACE_ID and name.startswith("POST")
     }
     assert set(parents.values()) == {"b7ad6b7169203331"}
+
+
+def test_grpc_calls_continue_the_callers_trace_and_mark_server_errors(
+    collector: Collector, server_factory: ServerFactory
+) -> None:
+    """A gRPC call under the caller's traceparent, and one whose deadline passed in the queue:
+    the second's span is an error, and both carry the numeric status code."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
+
+    server = server_factory(otel_env(collector, "api"))
+    text = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1])
+    text.contents.bytes_contents.append(b"great value")
+    late = pb.ModelInferRequest(model_name="sentiment", inputs=[text])
+    late.parameters["timeout"].int64_param = 1  # one microsecond: it passes in the queue
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        ok = pb.ModelInferRequest(model_name="sentiment", inputs=[text])
+        stub.ModelInfer(ok, metadata=[("traceparent", PARENT)], timeout=30)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(late, timeout=30)
+        assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    name = "inference.GRPCInferenceService/ModelInfer"
+    deadline = time.monotonic() + 20
+    while sum(span.name == name for span in collector.raw) < 2:
+        assert time.monotonic() < deadline, collector.spans
+        time.sleep(0.1)
+    served, expired = (span for span in collector.raw if span.name == name)
+    codes = [
+        {a.key: a.value.int_value for a in span.attributes}["rpc.grpc.status_code"]
+        for span in (served, expired)
+    ]
+    assert codes == [0, 4]  # OK, DEADLINE_EXCEEDED
+    assert served.trace_id.hex() == TRACE_ID
+    assert served.status.code == Status.STATUS_CODE_UNSET
+    assert expired.status.code == Status.STATUS_CODE_ERROR

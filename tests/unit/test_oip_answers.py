@@ -7,9 +7,12 @@ import numpy as np
 import orjson
 import pytest
 
+# Triton's client protos: the same messages as inferline's own, which cannot be loaded in a
+# process that loads these (both define package 'inference'), and tests use tritonclient.
+from tritonclient.grpc import service_pb2 as pb
+
 from inferline.engines.oip import _parse_grpc, _parse_rest
 from inferline.errors import EngineError
-from inferline.grpc import open_inference_grpc_pb2 as pb
 
 VALUES = np.array([[0.25, -1.5], [3.0, 0.125]])  # exact in FP16, FP32 and FP64
 
@@ -19,7 +22,7 @@ def grpc_answer(datatype: str, raw: bytes | None = None, **typed: list[float]) -
         name="probabilities",
         datatype=datatype,
         shape=[2, 2],
-        contents=pb.InferTensorContents(**typed),  # type: ignore[arg-type]
+        contents=pb.InferTensorContents(**typed),
     )
     return pb.ModelInferResponse(outputs=[tensor], raw_output_contents=[raw] if raw else [])
 
