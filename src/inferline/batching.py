@@ -25,6 +25,7 @@ from inferline.errors import (
     EngineError,
     InferlineError,
     InvalidInput,
+    NotRun,
     Overloaded,
     Unavailable,
 )
@@ -79,6 +80,31 @@ class _Entry:
     record: RequestRecord | None  # the request it belongs to: gets its wait and engine time
     dense: bool  # the text before it came less than max_delay earlier
     timer: asyncio.TimerHandle | None = field(default=None)
+
+
+def _seq(entry: _Entry) -> int:
+    return entry.seq
+
+
+class _Batch(list[Item]):
+    """A batch's items, and ``live()``: which are still wanted. One batch a model may wait
+    for a lane in the engine's pool; an engine that runs batches on a pool of lanes calls
+    ``live()`` as the lane takes it up and answers NotRun for the rest (engines/onnx.py),
+    so that a text whose deadline passed, or whose caller left, meanwhile is not run."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        super().__init__(entry.item for entry in entries)
+        self._entries = entries
+
+    def live(self) -> list[bool]:
+        # Read on a lane's thread: done() and the deadline are plain reads, and at worst a
+        # text cancelled at this instant still runs, as it would have a moment later.
+        now = time.monotonic()
+        return [
+            not e.future.done() and (e.deadline is None or e.deadline > now) for e in self._entries
+        ]
 
 
 class Batcher:
@@ -348,22 +374,14 @@ class Batcher:
     async def _execute(self, batch: list[_Entry]) -> None:
         started = time.monotonic()
         failed = False
+        ran = batch  # the entries the engine ran: not those it answered NotRun
         try:
-            if tracing.enabled():
-                with tracing.batch_span(
-                    self.name,
-                    self.engine,
-                    [e.record.span for e in batch if e.record and e.record.span],
-                    len(batch),
-                    max(e.item.tokens for e in batch) * len(batch),
-                ):
-                    outputs = await self._infer([e.item for e in batch])
-            else:
-                outputs = await self._infer([e.item for e in batch])
+            outputs = await self._call(batch)
             if len(outputs) != len(batch):
                 raise EngineError(
                     f"the engine returned {len(outputs)} outputs for {len(batch)} inputs"
                 )
+            ran = [e for e, out in zip(batch, outputs, strict=True) if not isinstance(out, NotRun)]
             for entry, out in zip(batch, outputs, strict=True):
                 if entry.future.done():
                     continue
@@ -383,7 +401,27 @@ class Batcher:
             self._slots.release()
             self._wakeup.set()
             ended = time.monotonic()
-            self._observe(batch, started, ended, failed)
+            if ran:
+                self._observe(ran, started, ended, failed)
+
+    async def _call(self, batch: list[_Entry]) -> Sequence[FloatArray | BaseException]:
+        if not tracing.enabled():
+            return await self._infer(_Batch(batch))
+        with tracing.batch_span(
+            self.name,
+            self.engine,
+            # The oldest member's trace holds the batch (a padded batch is in length order).
+            [e.record.span for e in sorted(batch, key=_seq) if e.record and e.record.span],
+            len(batch),
+            self._padded([e.item.tokens for e in batch]),
+        ):
+            return await self._infer(_Batch(batch))
+
+    def _padded(self, lengths: list[int]) -> int:
+        """The tokens the engine computes for a batch: its packed rows, or its padding."""
+        if self.limits.pack_width > 0:
+            return packed_tokens(lengths, self.limits.pack_width)
+        return max(lengths) * len(lengths)
 
     def _observe(self, batch: list[_Entry], started: float, ended: float, failed: bool) -> None:
         duration = max(ended - started, 1e-6)
@@ -395,10 +433,7 @@ class Batcher:
         if self._on_batch is None:
             return
         lengths = [e.item.tokens for e in batch]
-        if self.limits.pack_width > 0:
-            padded = packed_tokens(lengths, self.limits.pack_width)
-        else:
-            padded = max(lengths) * len(batch)
+        padded = self._padded(lengths)
         self._on_batch(
             BatchReport(
                 size=len(batch),

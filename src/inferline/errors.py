@@ -64,6 +64,11 @@ class DeadlineExceeded(InferlineError):
     """The request's deadline passed before the model ran it."""
 
 
+class NotRun(DeadlineExceeded):
+    """A text its lane skipped: the deadline passed, or the caller left, while its batch
+    waited for the lane (the batch was cut early so that the lane never idles)."""
+
+
 class EngineError(InferlineError):
     """The engine failed on a batch, or returned the wrong number of outputs."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferline.engines.packing import pack_batch
-from inferline.errors import EngineError
+from inferline.errors import EngineError, NotRun
 from inferline.types import EngineInfo, FloatArray, Item
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,19 @@ class OnnxEngine:
 
     async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.run_sync, items)
+        return await loop.run_in_executor(self._pool, self._on_lane, items)
+
+    def _on_lane(self, items: Sequence[Item]) -> list[FloatArray | BaseException]:
+        """A lane takes up a batch, which may have waited for it: items the batch no longer
+        wants (``live()``, batching.py) are answered NotRun instead of run."""
+        live = getattr(items, "live", None)
+        wanted: list[bool] | None = live() if live is not None else None
+        if wanted is None or all(wanted):
+            return list(self.run_sync(items))
+        kept = [item for item, keep in zip(items, wanted, strict=True) if keep]
+        outputs = iter(self.run_sync(kept) if kept else ())
+        skipped = "not run: its deadline passed, or its caller left, before a lane was free"
+        return [next(outputs) if keep else NotRun(skipped) for keep in wanted]
 
     def run_sync(self, items: Sequence[Item]) -> list[FloatArray]:
         """Run one batch on the calling thread (the lanes call this; so do offline tools)."""
