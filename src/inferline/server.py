@@ -107,4 +107,5 @@ def serve(settings: Settings) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
     finally:
+        service.metrics.process_exits()
         tracing.shutdown()  # flush the spans still buffered

@@ -147,6 +147,7 @@ assert metrics.multiprocess
 metrics.record_request(RequestRecord("rest", model="sentiment", status="200"), 0.01)
 metrics.inflight.inc()
 print(metrics.render().decode())
+metrics.process_exits()
 """
 
 
@@ -162,6 +163,8 @@ def test_multiprocess_mode_merges_every_process(tmp_path: Path) -> None:
     # The second process's scrape counts both processes' requests.
     assert f"inferline_requests_total{{{labels}}} 2.0" in outputs[1]
     assert f"inferline_request_duration_seconds_count{{{labels}}} 2.0" in outputs[1]
+    # Its gauges are its own: the first process exited and took its in-flight one along.
+    assert "inferline_inflight_requests 1.0" in outputs[1], outputs[1]
 
 
 def test_refusal_lines_are_capped_each_second_and_the_rest_counted() -> None:

@@ -37,6 +37,7 @@ async def work(settings: Settings) -> None:
     except BaseException:
         if metrics_server is not None:
             metrics_server.shutdown()
+        service.metrics.process_exits()
         raise
     client = connect(settings, block_ms=settings.queue_block_ms)
     worker = Worker(

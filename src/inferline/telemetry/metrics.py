@@ -215,6 +215,15 @@ class Metrics:
 
         return observe
 
+    def process_exits(self) -> None:
+        """In multiprocess mode, take this process's live gauges out of the shared directory
+        (its counters and histograms stay in the totals): otherwise a restarted process's
+        gauges, model_ready among them, would count twice."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
     def render(self) -> bytes:
         if self.multiprocess:
             from prometheus_client import multiprocess
