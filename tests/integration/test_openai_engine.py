@@ -189,9 +189,12 @@ def test_slow_reader_slows_the_upstream(gateway: Server, upstream: FakeOpenAI) -
 
 
 def test_rate_limit_is_retried_then_passed_on(client: httpx.Client, upstream: FakeOpenAI) -> None:
+    before = metric(client.get("/metrics").text, "inferline_rejected_total", reason="upstream")
     response = client.post("/v1/chat/completions", json=chat("rate-limited"))
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "rate_limit_exceeded"  # the upstream's body
+    after = metric(client.get("/metrics").text, "inferline_rejected_total", reason="upstream")
+    assert after == before + 1  # a refusal, counted as the app's own are
     assert upstream.attempts["rate-limited"] == 3  # max_retries 2
     # A Retry-After beyond the timeout: no waiting, the client gets it at once.
     started = time.monotonic()

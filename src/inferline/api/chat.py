@@ -77,6 +77,9 @@ async def relay(service: Service, request: Request, send: Send, path: str, field
             else:
                 await _whole(reply, send, state)
     except UpstreamError as exc:
+        reason = _refusal(exc.status)
+        if reason is not None:  # counted as the app counts its own refusals
+            service.metrics.reject(reason)
         await _pass_on(send, exc)
     finally:
         state["done"] = True
@@ -128,6 +131,15 @@ async def _whole(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
     state["done"] = True
     content_type = reply.content_type or b"application/json"
     await send_bytes(send, reply.status, content, [(b"content-type", content_type)])
+
+
+def _refusal(status: int) -> str | None:
+    """The refusal reason of an upstream answer passed on, or None for a failure."""
+    if status == 429:
+        return "upstream"
+    if status in (503, 504):
+        return "unavailable" if status == 503 else "deadline"
+    return "invalid" if 400 <= status < 500 and status not in (401, 403) else None
 
 
 async def _pass_on(send: Send, exc: UpstreamError) -> None:
