@@ -92,6 +92,10 @@ def test_submit_run_and_read(redis_server: RedisServer) -> None:
         assert emb is not None and len(emb["results"][0]["embedding"]) == 384
         keys = keys_of(worker.settings)
         assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+        sample = worker.metrics.registry.get_sample_value
+        labels = {"protocol": "queue", "model": "sentiment", "status": "done"}
+        assert sample("inferline_requests_total", labels) == 1
+        assert sample("inferline_request_duration_seconds_count", labels) == 1
 
     run(settings_for(redis_server), body)
 

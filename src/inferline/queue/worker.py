@@ -398,10 +398,16 @@ class Worker:
                 await asyncio.sleep(delay)
 
     def _count(self, jobs: list[Job]) -> None:
+        """Each job's outcome, and a request of protocol ``queue``: its time runs from the
+        stream entry's creation (Redis's clock, in its id) to the result's write."""
+        now_ms = time.time() * 1000
         for job in jobs:
             outcome = "dead_lettered" if job.dead else job.status
             model = job.model if job.model in MODELS else "unknown"  # labels stay bounded
             self.metrics.jobs.labels(model, outcome).inc()
+            record = RequestRecord("queue", model if model in MODELS else "none", outcome)
+            waited_ms = max(0.0, now_ms - _entry_key(job.entry)[0])  # clocks may disagree
+            self.metrics.record_request(record, waited_ms / 1000)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once on ``stop``."""
