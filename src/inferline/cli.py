@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferline.config import Settings
+from pydantic import ValidationError
+
+from inferline.config import Settings, describe
 from inferline.errors import InferlineError
 
 DEFAULT_DATA = Path("../shared/data/sentiment")
@@ -101,9 +103,9 @@ def _bench_parser(commands: Any) -> None:
         help="single: 1 text a request, 64 connections; multi: 16 texts, 8 connections; "
         "latency: open loop at --rate (default: 50%% of the measured single maximum)",
     )
-    bench.add_argument("--duration", type=float, default=10.0, help="seconds per workload")
-    bench.add_argument("--connections", type=int, default=None, help="override the workload's")
-    bench.add_argument("--rate", type=float, default=None, help="latency: requests/s offered")
+    bench.add_argument("--duration", type=_positive, default=10.0, help="seconds per workload")
+    bench.add_argument("--connections", type=_count, default=None, help="override the workload's")
+    bench.add_argument("--rate", type=_positive, default=None, help="latency: requests/s offered")
     bench.add_argument(
         "--data", type=Path, default=None, help="texts: JSONL with 'text', or one a line"
     )
@@ -123,6 +125,20 @@ def _bench_parser(commands: Any) -> None:
     bench.add_argument("--key", type=Path, default=None, help="https: the client key")
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):  # NaN fails the first test too
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -135,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"inferline: cannot load-test {args.url}: {exc}", file=sys.stderr)
                 return 2
         return _dispatch(args)
-    except (InferlineError, FileNotFoundError, ValueError) as exc:
+    except ValidationError as exc:  # the settings, from flags or INFERLINE_* variables
+        print(f"inferline: invalid setting: {describe(exc)}", file=sys.stderr)
+        return 2
+    except (InferlineError, OSError, ValueError) as exc:  # a missing file, a directory...
         print(f"inferline: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Tokens in a packed row, unless a text is longer: about two review texts (32 to 64 were
@@ -15,6 +15,18 @@ PACK_WIDTH = 48
 
 def default_model_dir() -> Path:
     return Path.home() / ".cache" / "inferline" / "models" / "all-MiniLM-L6-v2"
+
+
+def describe(exc: ValidationError, tags: frozenset[str] = frozenset()) -> str:
+    """A pydantic error on one line, each problem as ``field: message``, and no input
+    values (they may be secrets). ``tags``: a tagged union's tags, which pydantic puts in
+    the field's path after the key that holds the union (``models.embedding.oip.url``)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        parts = [str(p) for i, p in enumerate(loc) if not (i >= 2 and p in tags)]
+        problems.append(f"{'.'.join(parts) or 'value'}: {error['msg']}")
+    return "; ".join(problems)
 
 
 class Settings(BaseSettings):

@@ -108,3 +108,10 @@ def test_load_texts(tmp_path: Path) -> None:
     plain = tmp_path / "t.txt"
     plain.write_text("one\ntwo\n")
     assert load_texts(plain) == ["one", "two"]
+
+
+def test_the_json_summary_has_no_nan() -> None:
+    from inferline.loadtest.runner import _finite
+
+    summary = {"ok": 0, "p50_ms": float("nan"), "runs": [{"p99_ms": float("nan")}, 1.5]}
+    assert _finite(summary) == {"ok": 0, "p50_ms": None, "runs": [{"p99_ms": None}, 1.5]}

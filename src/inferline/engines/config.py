@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from inferline.config import describe
+
 LOCAL_MODELS = ("sentiment", "embedding")  # the batched models; every other name is chat
 
 
@@ -160,6 +162,7 @@ class OpenAISpec(RemoteSpec):
 
 
 Spec = Annotated[OnnxSpec | OipSpec | OpenAISpec, Field(discriminator="engine")]
+ENGINES = frozenset({"onnx", "oip", "openai"})
 
 
 class ModelsConfig(_Spec):
@@ -204,7 +207,8 @@ def load(path: Path | None) -> ModelsConfig:
     try:
         config = ModelsConfig.model_validate(data or {})
     except ValidationError as exc:
-        raise ValueError(f"the models config {path} is invalid:\n{exc}") from None
+        why = describe(exc, ENGINES)
+        raise ValueError(f"the models config {path} is invalid: {why}") from None
     for name, spec in config.models.items():
         if name == "sentiment" and isinstance(spec, OpenAISpec):
             raise ValueError(f"{path}: sentiment needs engine onnx or oip (OpenAI has no head)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import ssl
 import sys
@@ -107,13 +109,15 @@ async def run_workload(
     payloads = bodies(texts, spec.texts_per_request)
     record = Record()
     label = workload if rate is None else f"{workload} @{rate:.0f}/s"
-    shown = live(
-        label,
-        record,
-        duration=duration,
-        texts_per_request=spec.texts_per_request,
-        stream=progress,
-    )
+    shown: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+    if progress is not None:  # None: --quiet
+        shown = live(
+            label,
+            record,
+            duration=duration,
+            texts_per_request=spec.texts_per_request,
+            stream=progress,
+        )
     async with shown:
         if workload == "latency":
             if rate is None or rate <= 0:
@@ -254,6 +258,17 @@ def auth_headers(api_key: str | None) -> list[str]:
     return [f"Authorization: Bearer {key}"] if key else []
 
 
+def _finite(value: Any) -> Any:
+    """NaN (a percentile of no answers) as null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def main(args: Any, out: TextIO | None = None) -> int:
     """Entry point of ``inferline bench`` (``args`` from the CLI's parser); prints to
     ``out``, or to whatever ``sys.stdout`` is at the time."""
@@ -275,7 +290,8 @@ def main(args: Any, out: TextIO | None = None) -> int:
         )
     )
     if args.json:
-        out.write(json.dumps([asdict(o.summary) for o in outcomes], indent=2) + "\n")
+        summaries = [_finite(asdict(o.summary)) for o in outcomes]
+        out.write(json.dumps(summaries, indent=2, allow_nan=False) + "\n")
     else:
         out.write(table(outcomes) + "\n")
     if args.plot_dir is not None:

@@ -39,12 +39,21 @@ def load_file(path: Path) -> list[Example]:
     source = path.name.removesuffix(".jsonl")
     rows: list[Example] = []
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
+        for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            rating = float(row["rating"])
-            rows.append(Example(str(row["id"]), str(row["text"]), label_of(rating), source, rating))
+            try:
+                row = json.loads(line)
+                rating = float(row["rating"])
+                text, key = str(row["text"]), str(row["id"])
+                example = Example(key, text, label_of(rating), source, rating)
+            except (ValueError, KeyError, TypeError) as exc:
+                why = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise ValueError(
+                    f"{path}:{n}: expected an object with 'id', 'text' and a numeric "
+                    f"'rating' ({why})"
+                ) from None
+            rows.append(example)
     return rows
 
 

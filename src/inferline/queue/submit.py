@@ -39,10 +39,15 @@ def read_texts(path: Path) -> list[str]:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        value: Any = orjson.loads(line)
+        try:
+            value: Any = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}:{n}: not JSON: {exc}") from None
         text = value.get("text") if isinstance(value, dict) else value
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             raise InvalidInput(f"{path}:{n}: expected a string or an object with 'text'")
+        if not text.strip():
+            raise InvalidInput(f"{path}:{n}: the text is empty")
         texts.append(text)
     return texts
 
