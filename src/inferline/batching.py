@@ -263,6 +263,13 @@ class Batcher:
             if item.tokens == 0:
                 raise InvalidInput("an item has no tokens")
             tokens += item.tokens
+        if len(items) > limits.max_queue_items or tokens > limits.max_queue_tokens:
+            # It would never fit, however long the client waited: not a 429 to retry.
+            raise InvalidInput(
+                f"the request has {len(items)} texts and {tokens} tokens; the {self.name} "
+                f"queue holds at most {limits.max_queue_items} texts and "
+                f"{limits.max_queue_tokens} tokens"
+            )
         if (
             len(self._pending) + len(items) > limits.max_queue_items
             or self._queued_tokens + tokens > limits.max_queue_tokens

@@ -163,9 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
+        settings = _settings(args)  # a mistake is reported before the server's imports
         from inferline.server import serve
 
-        serve(_settings(args))
+        serve(settings)
         return 0
     if args.command in ("worker", "submit"):
         return _queue(args)
@@ -198,9 +199,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _queue(args: argparse.Namespace) -> int:
     if args.command == "worker":
+        settings = _settings(args)
         from inferline.queue.run import run_worker
 
-        run_worker(_settings(args))
+        run_worker(settings)
         return 0
     if args.command == "submit":
         from inferline.queue.submit import submit_file

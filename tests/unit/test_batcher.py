@@ -190,6 +190,22 @@ def test_full_queue_is_refused_with_retry_after() -> None:
     run(scenario)
 
 
+def test_a_request_larger_than_the_queue_is_422_not_429() -> None:
+    """A 429 says "retry later"; a request that could never fit must not be told that."""
+
+    async def scenario() -> None:
+        b = make(CountingEngine(), max_queue_items=3, max_queue_tokens=100)
+        with pytest.raises(InvalidInput, match="holds at most 3 texts") as info:
+            await b.submit_many([item(i) for i in range(4)])
+        assert info.value.status == 422
+        with pytest.raises(InvalidInput, match="and 100 tokens"):
+            await b.submit_many([item(*range(60)), item(*range(60))])
+        assert len(await b.submit_many([item(1), item(2), item(3)])) == 3  # room: served
+        await b.close()
+
+    run(scenario)
+
+
 def test_refusal_is_shared_while_its_retry_after_holds() -> None:
     async def scenario() -> None:
         engine = CountingEngine()
@@ -232,10 +248,14 @@ def test_token_bound_on_queue() -> None:
         b = make(engine, max_batch_size=1, concurrency=1, max_queue_tokens=10)
         running = asyncio.ensure_future(b.submit(item(1)))
         await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(b.submit(item(*range(6))))  # 6 of the 10 tokens
+        await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
-            await b.submit(item(*range(11)))
+            await b.submit(item(*range(5)))  # fits once the queue drains: 429
+        with pytest.raises(InvalidInput):
+            await b.submit(item(*range(11)))  # never fits: 422
         engine.gate.set()
-        await running
+        await asyncio.gather(running, waiting)
         await b.close()
 
     run(scenario)
