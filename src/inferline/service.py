@@ -263,7 +263,13 @@ class Service:
         model.batcher.check_room()
         return model
 
-    def not_ready_reason(self) -> str:
+    def not_ready_reason(self, model: str | None = None) -> str:
+        """Why the service (or ``model``) is not ready."""
+        if model is not None and self.state is State.READY:
+            return f"the upstream of {model} is unavailable"
+        return self._not_ready()
+
+    def _not_ready(self) -> str:
         if self.state is State.FAILED:
             # The detail (paths included) goes to the log only.
             return "the model failed to load (has `inferline model build` run?); see the log"

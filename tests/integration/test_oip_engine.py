@@ -169,6 +169,8 @@ def models_ready(gateway: Server) -> dict[str, bool]:
     try:
         for name in ("sentiment", "embedding"):
             rest = httpx.get(f"{gateway.url}/v2/models/{name}/ready", timeout=10)
+            if rest.status_code == 503:  # names this model's upstream, no other
+                assert rest.json()["error"] == f"the upstream of {name} is unavailable"
             check = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             serving = check.status == health_pb2.HealthCheckResponse.SERVING
             assert rest.status_code in (200, 503)

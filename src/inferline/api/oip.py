@@ -56,7 +56,7 @@ def routes(service: Service) -> list[Route]:
         if service.model_ready(name):
             await send_json(send, 200, {"name": name, "ready": True})
         else:
-            body = {"name": name, "ready": False, "error": service.not_ready_reason()}
+            body = {"name": name, "ready": False, "error": service.not_ready_reason(name)}
             await send_json(send, 503, body)
 
     async def infer(request: Request, send: Send) -> None:
