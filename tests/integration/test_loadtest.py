@@ -59,6 +59,9 @@ def test_an_api_key_from_the_option_or_the_environment(
     assert "no successful response on `single`: the service answered 401" in err
     code, [run], _ = bench(capsys, keyed.url, "--workload", "single", "--api-key", "k2")
     assert code == 0 and set(run["statuses"]) == {"200"}
+    code, [run], err = bench(capsys, keyed.url + "/nope", "--workload", "single", "--api-key", "k2")
+    assert code == 1 and set(run["statuses"]) == {"404"}
+    assert "no request of `single` succeeded; the service answered " in err and "x 404" in err
     monkeypatch.setenv("INFERLINE_API_KEY", "k1")
     code, [run], _ = bench(capsys, keyed.url, "--workload", "latency", "--rate", "20")
     assert code == 0 and run["ok"] == 20
@@ -98,6 +101,11 @@ def test_over_mutual_tls(
     code, runs, err = bench(capsys, https, "--workload", "single")
     assert code == 2 and runs is None
     assert f"cannot load-test {https}" in err and "CERTIFICATE_VERIFY_FAILED" in err
+    # Trusted, but with no client certificate: the server ends each connection, and the
+    # run says what the first request met instead of a bare count of errors.
+    code, [run], err = bench(capsys, https, "--workload", "single", "--cacert", ca)
+    assert code == 1 and run["ok"] == 0 and run["errors"] > 0
+    assert "request(s) of `single` got no answer; the first: " in err, err
     code, _, err = bench(capsys, https, "--cacert", ca, "--cert", cert)
     assert code == 2 and "--cert and --key go together" in err
     code, _, err = bench(capsys, https.replace("https://", "http://"), "--cacert", ca)

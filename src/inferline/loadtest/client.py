@@ -71,8 +71,14 @@ class Record:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0
+    first_error: str = ""  # what the first request without an answer met
     sent: int = 0
     elapsed: float = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def connect(target: Target) -> Connection:
@@ -155,8 +161,8 @@ async def closed_loop(
             record.sent += 1
             try:
                 status = await request(conn, head, bodies[i % len(bodies)])
-            except ERRORS:
-                record.errors += 1
+            except ERRORS as exc:
+                record.failed(exc)
                 close(conn)
                 try:
                     conn = await connect(target)
@@ -242,8 +248,8 @@ async def open_loop(
         for attempt in range(2):
             try:
                 conn, reused = await pool.take()
-            except OSError:
-                record.errors += 1
+            except OSError as exc:
+                record.failed(exc)
                 return
             try:
                 status = await request(conn, head, body)
@@ -255,7 +261,7 @@ async def open_loop(
                 # never reached the server, so send it once more on a fresh connection, as
                 # HTTP clients do. Anything else is the server's failure.
                 if not (reused and attempt == 0 and isinstance(exc, ConnectionError)):
-                    record.errors += 1
+                    record.failed(exc)
                     return
         record.statuses[status] += 1
         if 200 <= status < 300:

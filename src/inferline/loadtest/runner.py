@@ -88,6 +88,7 @@ def bodies(texts: Sequence[str], texts_per_request: int) -> list[bytes]:
 class Outcome:
     summary: Summary
     latencies_ms: list[float]
+    first_error: str = ""  # what the first request without an answer met
 
 
 async def run_workload(
@@ -147,7 +148,7 @@ async def run_workload(
         errors=record.errors,
         offered_per_s=rate,
     )
-    return Outcome(summary, [1e3 * x for x in record.latencies])
+    return Outcome(summary, [1e3 * x for x in record.latencies], record.first_error)
 
 
 async def run(
@@ -179,7 +180,7 @@ async def run(
                 outcomes.append(first)
                 single = first.summary
             if single.texts_per_s <= 0:
-                hint = unauthorised(outcomes, headers)
+                hint = diagnose(outcomes, headers)
                 why = f": {hint}" if hint else ""
                 raise ValueError(f"no successful response on `single`{why}; cannot pick a rate")
             half = 0.5 * single.texts_per_s
@@ -199,12 +200,23 @@ async def run(
     return outcomes
 
 
-def unauthorised(outcomes: Sequence[Outcome], headers: Sequence[str]) -> str | None:
-    """What to tell the user when the service answered 401; None when it did not."""
-    if not any(401 in o.summary.statuses for o in outcomes):
-        return None
-    given = "was refused" if headers else "is needed"
-    return f"the service answered 401: an API key {given} (--api-key, or INFERLINE_API_KEY)"
+def diagnose(outcomes: Sequence[Outcome], headers: Sequence[str]) -> str | None:
+    """Why requests failed, for the user: a 401, requests without an answer, or a run
+    with no success at all; None when there is nothing to say."""
+    if any(401 in o.summary.statuses for o in outcomes):
+        given = "was refused" if headers else "is needed"
+        return f"the service answered 401: an API key {given} (--api-key, or INFERLINE_API_KEY)"
+    for o in outcomes:
+        if o.first_error:
+            return (
+                f"{o.summary.errors} request(s) of `{o.summary.workload}` got no answer; "
+                f"the first: {o.first_error}"
+            )
+    for o in outcomes:
+        if o.summary.ok == 0 and o.summary.statuses:
+            seen = ", ".join(f"{n} x {status}" for status, n in sorted(o.summary.statuses.items()))
+            return f"no request of `{o.summary.workload}` succeeded; the service answered {seen}"
+    return None
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
@@ -297,7 +309,7 @@ def main(args: Any, out: TextIO | None = None) -> int:
     if args.plot_dir is not None:
         for path in plot(outcomes, args.plot_dir):
             print(f"wrote {path}", file=sys.stderr)
-    hint = unauthorised(outcomes, headers)
+    hint = diagnose(outcomes, headers)
     if hint:
         print(f"inferline: {hint}", file=sys.stderr)
     failed = any(o.summary.ok == 0 for o in outcomes)
