@@ -199,7 +199,7 @@ class Batcher:
         self._full.set()
         deadline = time.monotonic() + grace
         loop_task = self._loop_task
-        if loop_task is not None:
+        if loop_task is not None and not loop_task.done():  # a second close: nothing to wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(loop_task), grace)
             loop_task.cancel()

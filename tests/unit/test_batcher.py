@@ -397,3 +397,18 @@ def test_a_text_is_not_held_for_company_while_a_lane_is_idle() -> None:
         await b.close()
 
     run(scenario)
+
+
+def test_closing_twice_is_harmless() -> None:
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        b = make(engine, concurrency=1)
+        running = asyncio.ensure_future(b.submit(item(1)))
+        await asyncio.sleep(0.01)
+        await b.close(grace=0.01)  # the grace runs out with a batch still running
+        await b.close(grace=0.01)  # raised CancelledError into a caller not cancelled
+        engine.gate.set()
+        await asyncio.gather(running, return_exceptions=True)
+
+    run(scenario)

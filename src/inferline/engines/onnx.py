@@ -181,4 +181,5 @@ class OnnxEngine:
             raise EngineError(f"ONNX Runtime failed on a batch of {count}") from exc
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        # Waits for the lanes' running batches, off the event loop (it served other calls).
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=False)
