@@ -146,9 +146,12 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def small_queue_server(server_factory: ServerFactory) -> Server:
-    """A server whose queue holds 8 texts (the warm-up's size): 9 texts at once get 429."""
-    return server_factory({"INFERLINE_MAX_QUEUE_ITEMS": "8"})
+def busy_server(server_factory: ServerFactory) -> Server:
+    """One lane and a queue of 64 texts, which tests/integration/saturation.py holds full:
+    a queue that refuses requests that would fit it empty (429, not 422)."""
+    from tests.integration.saturation import SETTINGS  # it imports this module
+
+    return server_factory(SETTINGS)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.conftest import Server, model_dir
+from tests.integration.saturation import QUEUE, saturated
 
 MODEL = "all-MiniLM-L6-v2"
 TEXTS = [
@@ -133,11 +134,15 @@ def test_deadline_is_504(oai: openai.OpenAI) -> None:
     assert error_of(err.value)["code"] == "timeout"
 
 
-def test_full_queue_is_429(small_queue_server: Server) -> None:
-    with sdk(small_queue_server) as oai, pytest.raises(openai.RateLimitError) as err:
-        oai.embeddings.create(model=MODEL, input=[f"text {i}" for i in range(9)])
-    assert err.value.response.headers["retry-after"]
-    assert error_of(err.value)["type"] == "rate_limit_error"
+def test_full_queue_is_429(busy_server: Server) -> None:
+    with sdk(busy_server) as oai:
+        with saturated(busy_server, "embedding"), pytest.raises(openai.RateLimitError) as err:
+            oai.embeddings.create(model=MODEL, input=["text"])
+        assert err.value.response.headers["retry-after"]
+        assert error_of(err.value)["type"] == "rate_limit_error"
+        # More than the whole queue holds: never admitted, so not told to retry.
+        with pytest.raises(openai.BadRequestError, match="holds at most"):
+            oai.embeddings.create(model=MODEL, input=["text"] * (QUEUE + 1))
 
 
 def test_not_ready_is_503(failed_server: Server) -> None:

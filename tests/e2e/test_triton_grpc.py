@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import Server, ServerFactory
 from tests.e2e.samples import NON_ASCII, REVIEWS, SENTIMENT_OUTPUTS
+from tests.integration.saturation import QUEUE, saturated
 
 OK = ["fine"]
 
@@ -162,12 +163,18 @@ def test_deadline_is_deadline_exceeded(oip: triton.InferenceServerClient) -> Non
     assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
 
 
-def test_full_queue_is_resource_exhausted(small_queue_server: Server) -> None:
-    oip = triton.InferenceServerClient(small_queue_server.grpc_target)
+def test_full_queue_is_resource_exhausted(busy_server: Server) -> None:
+    oip = triton.InferenceServerClient(busy_server.grpc_target)
     try:
-        with pytest.raises(InferenceServerException, match="queue is full") as err:
-            oip.infer("embedding", [text_input([f"text {i}" for i in range(9)])])
+        with (
+            saturated(busy_server, "embedding"),
+            pytest.raises(InferenceServerException, match="queue is full") as err,
+        ):
+            oip.infer("embedding", [text_input(["text"])])
         assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        with pytest.raises(InferenceServerException, match="holds at most") as err:
+            oip.infer("embedding", [text_input(["text"] * (QUEUE + 1))])
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
     finally:
         oip.close()
 

@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import Server
 from tests.e2e.samples import NON_ASCII, REVIEWS, SENTIMENT_OUTPUTS
+from tests.integration.saturation import QUEUE, saturated
 
 
 @pytest.fixture
@@ -207,12 +208,18 @@ def test_deadline_is_504(oip: triton.InferenceServerClient) -> None:
     assert err.value.status() == "504"
 
 
-def test_full_queue_is_429(small_queue_server: Server) -> None:
-    oip = triton.InferenceServerClient(small_queue_server.url.removeprefix("http://"))
+def test_full_queue_is_429(busy_server: Server) -> None:
+    oip = triton.InferenceServerClient(busy_server.url.removeprefix("http://"))
     try:
-        with pytest.raises(InferenceServerException, match="queue is full") as err:
-            oip.infer("embedding", [text_input([f"text {i}" for i in range(9)])])
+        with (
+            saturated(busy_server, "embedding"),
+            pytest.raises(InferenceServerException, match="queue is full") as err,
+        ):
+            oip.infer("embedding", [text_input(["text"])])
         assert err.value.status() == "429"
+        with pytest.raises(InferenceServerException, match="holds at most") as err:
+            oip.infer("embedding", [text_input(["text"] * (QUEUE + 1))])
+        assert err.value.status() == "400"
     finally:
         oip.close()
 

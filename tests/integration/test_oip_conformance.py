@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from tests.conftest import Server
+from tests.integration.saturation import QUEUE, saturated
 
 TEXTS = ["I love it, works perfectly!", "Terrible, it broke in a day.", "Grüße aus Köln ☕"]
 
@@ -385,16 +386,22 @@ def test_grpc_deadline_that_passed_is_deadline_exceeded(stub: Any) -> None:
 # -- admission, REST and gRPC ------------------------------------------------
 
 
-def test_full_queue(small_queue_server: Server) -> None:
-    nine = [f"text {i}" for i in range(9)]
-    r = httpx.post(small_queue_server.url + "/v2/models/embedding/infer", json=infer_body(nine))
-    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
-    with grpc.insecure_channel(small_queue_server.grpc_target) as channel:
+def test_full_queue(busy_server: Server) -> None:
+    url = busy_server.url + "/v2/models/embedding/infer"
+    with (
+        saturated(busy_server, "embedding"),
+        grpc.insecure_channel(busy_server.grpc_target) as channel,
+    ):
+        r = httpx.post(url, json=infer_body(["text"]))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        request = grpc_request([t.encode() for t in nine], raw=False)
+        request = grpc_request([b"text"], raw=False)
+        request.model_name = "embedding"  # the saturated one
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(request)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    too_many = httpx.post(url, json=infer_body(["text"] * (QUEUE + 1)))
+    assert too_many.status_code == 400 and "holds at most" in too_many.json()["error"]
 
 
 def test_not_ready(failed_server: Server) -> None:
