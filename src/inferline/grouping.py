@@ -76,6 +76,7 @@ def fill_rows(lengths: Sequence[int], limits: BatcherLimits) -> list[int]:
             k = bisect.bisect_right(rest, (room, count)) - 1
             if k < 0:
                 break
+            k = bisect.bisect_left(rest, (rest[k][0], -1))  # of that length, the oldest
             length, index = rest.pop(k)
             room -= length
             taken[index] = True

@@ -72,6 +72,10 @@ def test_each_row_starts_with_the_oldest_text_left_and_is_filled_best_fit() -> N
     assert chosen == [0, 3, 2, 1]
 
 
+def test_of_texts_equally_long_the_oldest_fills_a_gap() -> None:
+    assert fill_rows([10, 5, 5, 5], limits(pack_width=20, pack_rows=1)) == [0, 1, 2]
+
+
 def test_a_long_oldest_text_sets_the_row_width() -> None:
     lengths = [90, 20, 10]
     assert fill_rows(lengths, limits(pack_rows=1)) == [0]  # its row is full
