@@ -305,12 +305,12 @@ class Service:
             record.tokens += tokens
             if self.settings.log_texts:
                 record.texts = texts
-        self.metrics.observe_input_tokens(name, tokens)
         if tokens > self.settings.max_request_tokens:
             raise InvalidInput(
                 f"the request has {tokens} tokens; the limit is "
                 f"{self.settings.max_request_tokens} per request"
             )
+        self.metrics.observe_input_tokens(name, tokens)  # of requests that go on to queue
         if len(items) == 1:
             rows = [await model.batcher.submit(items[0], deadline)]
         else:
