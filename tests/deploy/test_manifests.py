@@ -99,6 +99,20 @@ def test_api_scales_on_prometheus_and_never_to_zero(overlay: str) -> None:
     assert scaled["minReplicaCount"] > pdb["minAvailable"]
 
 
+def test_keda_owns_the_replica_counts_and_the_api_spreads_over_nodes(overlay: str) -> None:
+    """A replicas field would be written back over the autoscaler's count by each apply."""
+    objects = rendered(overlay)
+    scaled = [o for o in objects if o["kind"] == "ScaledObject"]
+    assert len(scaled) == 2  # the API and the workers
+    for target in (
+        find(objects, "Deployment", o["spec"]["scaleTargetRef"]["name"]) for o in scaled
+    ):
+        assert "replicas" not in target["spec"], target["metadata"]["name"]
+    api = find(objects, "Deployment", "inferline-api")["spec"]["template"]["spec"]
+    (spread,) = api["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+
+
 def test_probes_and_drain_timing(overlay: str) -> None:
     objects = rendered(overlay)
     container = api_container(objects)

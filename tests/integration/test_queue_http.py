@@ -4,6 +4,7 @@ HTTP get; ``inferline submit`` of a file, with resume."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -161,6 +162,30 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> CompletedP
         timeout=timeout,
         check=False,
     )
+
+
+def test_a_worker_signalled_while_loading_stops_at_once(
+    tmp_path: Path, queue_env: dict[str, str]
+) -> None:
+    """As PID 1 with no handler yet, SIGTERM during the model load was dropped, and the pod
+    waited out its grace period: the worker handles it from before the load."""
+    log = tmp_path / "worker.log"
+    env = {**os.environ, **queue_env, "INFERLINE_WORKER_METRICS_PORT": "0"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inferline.cli", "worker"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "worker loading the models" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        proc.kill()
+    text = log.read_text()
+    assert "received SIGTERM while loading: stopped" in text and "Traceback" not in text
 
 
 def test_full_stream_is_429_over_http(

@@ -30,15 +30,8 @@ async def work(settings: Settings) -> None:
         raise Unavailable("the worker needs INFERLINE_REDIS_URL")
     service = Service(settings)
     metrics_server = _serve_metrics(service, settings)  # a busy port fails before the load
-    try:
-        await service.start()
-        if service.state is not State.READY:  # a remote upstream that is down is waited for
-            raise Unavailable(service.not_ready_reason())
-    except BaseException:
-        if metrics_server is not None:
-            metrics_server.shutdown()
-        service.metrics.process_exits()
-        raise
+    if not await _load(service, metrics_server):
+        return  # a signal came while loading
     client = connect(settings, block_ms=settings.queue_block_ms)
     worker = Worker(
         service, client, settings, settings.worker_name or default_name(), service.metrics
@@ -66,7 +59,39 @@ async def work(settings: Settings) -> None:
         await client.aclose()
         if metrics_server is not None:
             metrics_server.shutdown()
+        service.metrics.process_exits()
         log.info("worker %s stopped after %d job(s)", worker.name, worker.processed)
+
+
+async def _load(service: Service, metrics_server: WSGIServer | None) -> bool:
+    """Start the service; False when SIGTERM or SIGINT came first."""
+    loop = asyncio.get_running_loop()
+    loading = asyncio.current_task()
+    signalled: list[signal.Signals] = []
+
+    def while_loading(sig: signal.Signals) -> None:
+        # Nothing is held yet: stop at once. As PID 1 with no handler the signal would be
+        # dropped, and the pod would wait out its whole grace period.
+        signalled.append(sig)
+        if loading is not None:
+            loading.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, while_loading, sig)
+    log.info("worker loading the models")
+    try:
+        await service.start()
+        if service.state is not State.READY:  # a remote upstream that is down is waited for
+            raise Unavailable(service.not_ready_reason())
+    except BaseException as exc:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        service.metrics.process_exits()
+        if signalled and isinstance(exc, asyncio.CancelledError):
+            log.info("received %s while loading: stopped", signalled[0].name)
+            return False
+        raise
+    return True
 
 
 def _serve_metrics(service: Service, settings: Settings) -> WSGIServer | None:
