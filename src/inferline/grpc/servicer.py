@@ -6,6 +6,7 @@ Triton's client expects); one with typed ``contents`` gets typed contents.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -231,10 +232,23 @@ async def _guard(
             error_id = uuid.uuid4().hex
             log.error("engine error %s: %s", error_id, exc, exc_info=exc)
             await context.abort(code, f"inference failed (id {error_id})")
+        if _gone(context):  # an answer would fail in grpc, which logs it as an error
+            raise asyncio.CancelledError from None
         await context.abort(code, str(exc))
     if record is not None:
         record.status = "OK"
+    if _gone(context):
+        raise asyncio.CancelledError
     return result
+
+
+def _gone(context: Context) -> bool:
+    """The client cancelled, or its deadline passed: grpc can send it nothing more. A
+    CancelledError ends the call quietly (grpc logs it at debug level)."""
+    if context.cancelled():
+        return True
+    left = context.time_remaining()
+    return left is not None and left <= 0
 
 
 # The codes that mark a server span as an error (OpenTelemetry's gRPC conventions); the
