@@ -141,15 +141,7 @@ class GatheringProtocol(HttpToolsProtocol):
             return
         self.logger.warning("refused a request whose headers are over %d bytes", limit)
         body = json.dumps({"error": f"the headers are over the limit of {limit} bytes"})
-        head = [
-            b"HTTP/1.1 431 Request Header Fields Too Large",
-            *(name + b": " + value for name, value in self.server_state.default_headers),
-            b"content-type: application/json",
-            b"content-length: " + str(len(body)).encode(),
-            b"connection: close",
-        ]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body.encode())
-        self.transport.close()
+        self._answer_and_close(b"431 Request Header Fields Too Large", body.encode())
         self.in_head = False
 
     def _declined_body(self, data: bytes) -> None:
@@ -245,9 +237,12 @@ class GatheringProtocol(HttpToolsProtocol):
         self.flow.resume_reading()
 
     def send_400_response(self, msg: str) -> None:
-        body = MALFORMED
+        self._answer_and_close(b"400 Bad Request", MALFORMED)
+
+    def _answer_and_close(self, status: bytes, body: bytes) -> None:
+        """A JSON error, answered by the connection itself, which then closes."""
         head = [
-            b"HTTP/1.1 400 Bad Request",
+            b"HTTP/1.1 " + status,
             *(name + b": " + value for name, value in self.server_state.default_headers),
             b"content-type: application/json",
             b"content-length: " + str(len(body)).encode(),

@@ -35,14 +35,20 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         health = method.startswith(HEALTH_SERVICE)
         if health and self.keys.is_open("/health"):
             return handler
-        metadata = {k.lower(): v for k, v in (details.invocation_metadata or ())}
         try:
-            key = self.keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
+            key = identify(self.keys, details.invocation_metadata)
         except Unauthorized as exc:
             return _abort(handler, grpc.StatusCode.UNAUTHENTICATED, str(exc))
         if health:  # a Watch stream would hold a per-key slot for as long as it runs
             return handler
         return _limited(handler, self.keys, key)
+
+
+def identify(keys: ApiKeys, metadata: Any) -> int:
+    """The key presented in a call's metadata (``authorization: Bearer`` or ``x-api-key``),
+    as :meth:`ApiKeys.identify` checks it."""
+    found = {k.lower(): v for k, v in metadata or () if isinstance(v, str)}
+    return keys.identify(found.get("authorization"), found.get("x-api-key"))
 
 
 def _abort(handler: Any, code: grpc.StatusCode, message: str) -> Any:

@@ -24,9 +24,8 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
     """Binds ``settings.host:settings.grpc_port`` and starts serving; call in the running loop.
 
     Raises OSError when the port cannot be bound."""
-    keys = service.keys  # the same set as HTTP's
     server = grpc.aio.server(
-        interceptors=[DecodeInterceptor(), ApiKeyInterceptor(keys)],
+        interceptors=[DecodeInterceptor(), ApiKeyInterceptor(service.keys)],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would
@@ -34,7 +33,7 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),
         ],
     )
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service, keys), server)
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
     add_HealthServicer_to_server(HealthServicer(service), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"

@@ -17,7 +17,6 @@ import grpc
 
 from inferline.api import tensors
 from inferline.api.tensors import BadTensor, Signature
-from inferline.auth import ApiKeys
 from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
@@ -29,6 +28,7 @@ from inferline.errors import (
     reason_of,
 )
 from inferline.grpc import open_inference_grpc_pb2 as pb
+from inferline.grpc.auth import identify
 from inferline.service import Service
 from inferline.telemetry import context as request_context
 from inferline.telemetry import logs, tracing
@@ -62,10 +62,10 @@ def code_of(exc: InferlineError) -> grpc.StatusCode:
 class InferenceServicer:
     """The methods of ``inference.GRPCInferenceService``; names follow the proto."""
 
-    def __init__(self, service: Service, keys: ApiKeys | None = None) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
-        self.keys = keys or ApiKeys([], [])
+        self.keys = service.keys  # HTTP's set
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
@@ -138,10 +138,7 @@ class InferenceServicer:
         keys = self.keys
         if not keys.enabled:
             return await self._infer(request, context)
-        metadata = {
-            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
-        }
-        key = keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
+        key = identify(keys, context.invocation_metadata())
         with keys.slot(key):
             return await self._infer(request, context)
 
