@@ -98,6 +98,12 @@ class _Batch(list[Item]):
         super().__init__(entry.item for entry in entries)
         self._entries = entries
 
+    def deadline(self) -> float | None:
+        """The latest of its callers' deadlines, or None if one has none: past it nobody
+        waits for the batch, so a remote engine need not wait for its upstream longer."""
+        deadlines = [e.deadline for e in self._entries]
+        return None if None in deadlines else max(d for d in deadlines if d is not None)
+
     def live(self) -> list[bool]:
         # Read on a lane's thread: done() and the deadline are plain reads, and at worst a
         # text cancelled at this instant still runs, as it would have a moment later.
@@ -125,6 +131,9 @@ class Batcher:
         self._infer = infer
         self._on_batch = on_batch
         self._pending: dict[int, _Entry] = {}
+        # Taken into a batch, with a deadline timer still to fire or be cancelled: a caller
+        # whose deadline passes while its batch runs gets its 504 then, not when it ends.
+        self._inflight: dict[int, _Entry] = {}
         self._queued_tokens = 0
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
@@ -289,21 +298,33 @@ class Batcher:
 
     def _expire(self, seq: int) -> None:
         entry = self._pending.get(seq)
+        queued = entry is not None
+        if entry is None:
+            entry = self._inflight.get(seq)
         if entry is not None and not entry.future.done():
             entry.timer = None
-            entry.future.set_exception(
-                DeadlineExceeded("the deadline passed while the request was queued")
-            )
+            where = "while the request was queued" if queued else "before the model answered"
+            entry.future.set_exception(DeadlineExceeded(f"the deadline passed {where}"))
 
     def _on_done(self, seq: int, _future: asyncio.Future[FloatArray]) -> None:
         self._discard(seq)
 
     def _discard(self, seq: int) -> None:
+        """Forget an entry whose future is done, queued or in a batch."""
         entry = self._pending.pop(seq, None)
         if entry is not None:
             self._queued_tokens -= entry.item.tokens
-            if entry.timer is not None:
-                entry.timer.cancel()
+        else:
+            entry = self._inflight.pop(seq, None)
+        if entry is not None and entry.timer is not None:
+            entry.timer.cancel()
+
+    def _dequeue(self, entry: _Entry) -> None:
+        """Move an entry from the queue into a batch; its deadline timer keeps running."""
+        del self._pending[entry.seq]
+        self._queued_tokens -= entry.item.tokens
+        if entry.timer is not None:
+            self._inflight[entry.seq] = entry
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -375,7 +396,7 @@ class Batcher:
             lo, hi = grow(lengths, ordered.index(anchor), limits)
             batch = ordered[lo : hi + 1]
         for entry in batch:
-            self._discard(entry.seq)
+            self._dequeue(entry)
         return batch
 
     async def _execute(self, batch: list[_Entry]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class FakeOpenAI:
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     disconnected: threading.Event = field(default_factory=threading.Event)
     flood_sent: int = 0
+    abandoned: collections.Counter[str] = field(default_factory=collections.Counter)
     url: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,13 +66,20 @@ class FakeOpenAI:
         if path == "/v1/models":
             await _json(send, 200, {"object": "list", "data": [{"id": "upstream-chat"}]})
         elif path == "/v1/embeddings":
-            await self.embeddings(send, body)
+            await self.embeddings(receive, send, body)
         elif path in ("/v1/chat/completions", "/v1/completions"):
             await self.generate(receive, send, body, chat=path.endswith("chat/completions"))
         else:
             await _json(send, 404, _error("no such path", "not_found"))
 
-    async def embeddings(self, send: Send, body: Any) -> None:
+    async def embeddings(self, receive: Receive, send: Send, body: Any) -> None:
+        first = body["input"][0]
+        if first.startswith("slow-"):  # answers after that many seconds, if still wanted
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(float(first.split("-")[1])):
+                    if (await receive())["type"] == "http.disconnect":
+                        self.abandoned[first] += 1
+                        return
         data = []
         for i, text in enumerate(body["input"]):
             v = vector(text)

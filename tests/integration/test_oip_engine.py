@@ -5,7 +5,9 @@ retries and pass-through of refusals go through a real proxy written here."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import re
 import signal
 import threading
@@ -192,6 +194,7 @@ class FlakyProxy:
         self.headers: list[dict[str, str]] = []
         self.ids: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
         self.url = ""  # where it listens
+        self.abandoned: collections.Counter[str] = collections.Counter()  # left before answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -208,6 +211,12 @@ class FlakyProxy:
             first = request["inputs"][0]["data"][0]
             self.attempts[first] += 1
             self.ids[first].append(request.get("id"))
+            if first.startswith("slow-"):  # answers after that many seconds, if still wanted
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(float(first.split("-")[1])):
+                        if (await receive())["type"] == "http.disconnect":
+                            self.abandoned[first] += 1
+                            return
             refusal = self.refusal(first)
             if refusal is not None:
                 status, retry_after = refusal
@@ -308,6 +317,30 @@ def test_failures_are_not_retried(retrying_gateway: Server, proxy: FlakyProxy) -
     response = post(retrying_gateway, "/embed", {"texts": ["500-always"]})
     assert response.status_code == 500 and "inference failed (id " in response.json()["error"]
     assert proxy.attempts["500-always"] == 1
+
+
+def test_a_callers_deadline_ends_the_upstream_call_and_spares_the_breaker(
+    retrying_gateway: Server, proxy: FlakyProxy
+) -> None:
+    # The upstream takes 3 s, within the engine's timeout_s (5 s); the callers wait 0.3 s.
+    for _ in range(4):  # more than failure_threshold (3) in a row
+        response = httpx.post(
+            retrying_gateway.url + "/embed",
+            json={"texts": ["slow-3"]},
+            headers={"x-request-timeout": "0.3"},
+            timeout=30,
+        )
+        assert response.status_code == 504, response.text
+        assert "deadline" in response.json()["error"]
+    assert proxy.attempts["slow-3"] == 4  # each sent once: a timeout is not retried
+    # The gateway hung up at the deadline, instead of waiting for the upstream's answer.
+    deadline = time.monotonic() + 10
+    while proxy.abandoned["slow-3"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proxy.abandoned["slow-3"] == 4
+    # The callers' own deadlines say nothing of the upstream: the breaker stayed closed.
+    assert httpx.get(retrying_gateway.url + "/v2/models/embedding/ready").status_code == 200
+    assert post(retrying_gateway, "/embed", {"texts": ["slow-0.1"]}).status_code == 200
 
 
 def test_headers_and_trace_context_go_upstream(retrying_gateway: Server, proxy: FlakyProxy) -> None:

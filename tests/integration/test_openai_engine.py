@@ -93,6 +93,22 @@ def test_embeddings_come_from_the_upstream(client: httpx.Client, upstream: FakeO
     assert client.post("/predict", json={"text": "great"}).status_code == 200  # local ONNX
 
 
+def test_a_callers_deadline_ends_the_upstream_call_and_spares_the_breaker(
+    client: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    body = {"model": "all-MiniLM-L6-v2", "input": ["slow-3"]}  # 3 s, inside timeout_s (30)
+    for _ in range(4):  # more than failure_threshold (3) in a row
+        response = client.post("/v1/embeddings", json=body, headers={"x-request-timeout": "0.3"})
+        assert response.status_code == 504, response.text
+        assert "deadline" in response.json()["error"]["message"]
+    deadline = time.monotonic() + 10
+    while upstream.abandoned["slow-3"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream.abandoned["slow-3"] == 4  # the gateway hung up at each deadline
+    assert client.get("/v2/models/embedding/ready").status_code == 200  # breaker closed
+    assert client.post("/embed", json={"texts": ["slow-0.1"]}).status_code == 200
+
+
 def test_stream_is_relayed_in_order(client: httpx.Client, upstream: FakeOpenAI) -> None:
     with client.stream("POST", "/v1/chat/completions", json=chat("hello")) as response:
         assert response.status_code == 200
@@ -102,7 +118,8 @@ def test_stream_is_relayed_in_order(client: httpx.Client, upstream: FakeOpenAI) 
     assert data[-1] == "[DONE]"
     chunks = [orjson.loads(d) for d in data[:-1]]
     assert [c["choices"][0]["delta"]["content"] for c in chunks] == REPLY
-    _, headers, body = upstream.requests[-1]
+    # The last chat request: health checks (GET /v1/models) come at any moment.
+    _, headers, body = next(r for r in reversed(upstream.requests) if r[0].endswith("/completions"))
     assert body["model"] == "upstream-chat" and body["stream"] is True
     assert headers["authorization"] == f"Bearer {CHAT_KEY}"
 

@@ -24,6 +24,7 @@ class CountingEngine:
         self.fail_with: Exception | None = None
         self.drop_last = False
         self.poison: set[int] = set()  # first ids that fail their item alone
+        self.deadlines: list[float | None] = []  # each batch's deadline(), as handed over
 
     @property
     def info(self) -> EngineInfo:
@@ -31,6 +32,8 @@ class CountingEngine:
 
     async def infer(self, items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
         self.batches.append(list(items))
+        deadline = getattr(items, "deadline", None)
+        self.deadlines.append(deadline() if callable(deadline) else None)
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_with is not None:

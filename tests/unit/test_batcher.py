@@ -101,6 +101,39 @@ def test_deadline_passing_in_queue_fails_fast_and_never_runs() -> None:
     run(scenario)
 
 
+def test_deadline_passing_in_a_running_batch_answers_at_the_deadline() -> None:
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        b = make(engine, max_batch_size=8, concurrency=1, max_delay=0.02)
+        soon = time.monotonic() + 0.1
+        hurried = asyncio.ensure_future(b.submit(item(1), deadline=soon))
+        patient = asyncio.ensure_future(b.submit(item(2), deadline=soon + 60))
+        await asyncio.sleep(0.03)
+        assert len(engine.batches) == 1 and len(engine.batches[0]) == 2  # both running
+        # The batch tells a remote engine how long anybody waits: the latest deadline.
+        assert engine.deadlines == [soon + 60]
+        with pytest.raises(DeadlineExceeded, match="before the model answered"):
+            await hurried  # while the batch is still held: not when it ends
+        assert not patient.done()
+        engine.gate.set()
+        assert float((await patient)[1]) == 2.0
+        await b.close()
+
+    run(scenario)
+
+
+def test_a_batch_with_a_caller_without_deadline_has_none() -> None:
+    async def scenario() -> None:
+        engine = CountingEngine()
+        b = make(engine, max_batch_size=8, concurrency=1, max_delay=0.02)
+        await asyncio.gather(b.submit(item(1), deadline=time.monotonic() + 60), b.submit(item(2)))
+        assert engine.deadlines == [None]
+        await b.close()
+
+    run(scenario)
+
+
 def test_past_deadline_is_refused_at_admission() -> None:
     async def scenario() -> None:
         b = make(CountingEngine())

@@ -92,8 +92,10 @@ def test_every_future_resolves_once_and_none_runs_late(
     for key, outcome in outcomes.items():
         if outcome == "ok":
             assert key in engine.started
-        if outcome in ("expired", "refused"):
-            assert key not in engine.started, "a refused or expired item reached the engine"
+        if outcome == "refused":
+            assert key not in engine.started, "a refused item reached the engine"
+        # An expired item may have started, before its deadline (checked above): its caller
+        # hears at the deadline even while its batch runs.
     assert depth == (0, 0), "the queue kept something"
 
 

@@ -34,8 +34,9 @@ from inferline.engines.remote import (
     Breaker,
     Monitor,
     Retry,
-    counts_against,
+    call_deadline,
     default_headers,
+    note_failure,
     quiet_httpx,
     retry_after,
     retrying,
@@ -119,11 +120,11 @@ class OipEngine:
         attempt = functools.partial(
             self._transport.infer, self.remote, self.output, texts, batch_id=batch_id
         )
+        deadline, callers_bound = call_deadline(self.spec, items)
         try:
-            matrix = await retrying(attempt, self.spec, time.monotonic() + self.spec.timeout_s)
+            matrix = await retrying(attempt, self.spec, deadline)
         except Exception as exc:
-            if counts_against(exc):
-                self.breaker.failure(str(exc))
+            note_failure(self.breaker, exc, callers_bound)
             raise
         self.breaker.success()
         expected = (len(items), self._info.output_dim)

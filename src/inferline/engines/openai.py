@@ -28,8 +28,10 @@ from inferline.engines.remote import (
     Breaker,
     Monitor,
     Retry,
+    call_deadline,
     counts_against,
     default_headers,
+    note_failure,
     quiet_httpx,
     retry_after,
     retrying,
@@ -167,20 +169,15 @@ class OpenAIEngine(_Client):
         body: dict[str, Any] = {"input": [item.text for item in items]}
         if self.spec.encoding_format == "base64":  # float is the default: some servers
             body["encoding_format"] = "base64"  # refuse the field they do not know
+        deadline, callers_bound = call_deadline(self.spec, items)
         try:
-            data = await retrying(
-                lambda deadline: self._embed(body, deadline),
-                self.spec,
-                time.monotonic() + self.spec.timeout_s,
-            )
+            data = await retrying(lambda deadline: self._embed(body, deadline), self.spec, deadline)
         except UpstreamError as exc:  # passed through on the relay; a batch maps it
             error = _batch_error(exc)
-            if counts_against(error):
-                self.breaker.failure(str(error))
+            note_failure(self.breaker, error, callers_bound)
             raise error from None
         except Exception as exc:
-            if counts_against(exc):
-                self.breaker.failure(str(exc))
+            note_failure(self.breaker, exc, callers_bound)
             raise
         self.breaker.success()
         return self._rows(data, len(items))

@@ -16,12 +16,13 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from inferline.engines.config import RemoteSpec, display
 from inferline.errors import DeadlineExceeded, EngineError, InferlineError, Unavailable
 from inferline.telemetry import tracing
+from inferline.types import Item
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,31 @@ def counts_against(exc: BaseException) -> bool:
     return isinstance(exc, Unavailable | DeadlineExceeded | EngineError) and not isinstance(
         exc, BadRequest
     )
+
+
+def call_deadline(spec: RemoteSpec, items: Sequence[Item]) -> tuple[float, bool]:
+    """When a batch's upstream call must end (``time.monotonic()``): ``timeout_s`` from
+    now, or the latest of its callers' deadlines when that is sooner, since nobody waits
+    past it (``deadline()`` of the batcher's batches; offline callers pass plain lists).
+    The flag says that the callers bound it: a timeout then says nothing of the upstream.
+    """
+    limit = time.monotonic() + spec.timeout_s
+    callers = getattr(items, "deadline", None)
+    latest = callers() if callable(callers) else None
+    if latest is None or latest >= limit:
+        return limit, False
+    if latest <= time.monotonic():
+        raise DeadlineExceeded("not sent upstream: every caller's deadline had passed")
+    return latest, True
+
+
+def note_failure(breaker: Breaker, exc: BaseException, callers_bound: bool) -> None:
+    """Tell the breaker of a failed batch, unless the failure is not the upstream's: a
+    refusal of the batch itself, or a timeout at the callers' own (shorter) deadline."""
+    if callers_bound and isinstance(exc, DeadlineExceeded):
+        return
+    if counts_against(exc):
+        breaker.failure(str(exc))
 
 
 def retry_after(value: str | None) -> float | None:
