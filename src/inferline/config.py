@@ -178,7 +178,8 @@ class Settings(BaseSettings):
     """Put the request texts in the access log. Off by default: reviews may hold personal
     data."""
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
-    """Port of the worker's ``/metrics`` (Prometheus) endpoint; 0 turns it off."""
+    """Port of the worker's ``/metrics`` (Prometheus) and ``/health/live`` and
+    ``/health/ready`` (its probes); 0 turns them off."""
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -98,10 +98,8 @@ def test_read_only_root_filesystem_friendly(name: str) -> None:
 def test_healthcheck_is_exec_form_on_a_real_path(name: str) -> None:
     checks = stages(name)[-1].all("HEALTHCHECK")
     assert len(checks) == 1
-    command = checks[0].exec_form
-    assert command is not None and command[0] == "python", checks[0].args
-    assert "/health/live" in command[-1]
-    assert "curl" not in checks[0].args and "wget" not in checks[0].args
+    # The module probes /health/live of the API or the worker (tests/deploy/test_probes.py).
+    assert checks[0].exec_form == ["python", "-m", "inferline.healthcheck"], checks[0].args
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -118,7 +116,7 @@ def test_entrypoint_and_cmd_are_exec_form(name: str) -> None:
 def test_exposes_the_default_ports(name: str) -> None:
     exposed = {int(p) for i in stages(name)[-1].all("EXPOSE") for p in i.args.split()}
     settings = Settings()
-    assert exposed == {settings.port, settings.grpc_port}
+    assert exposed == {settings.port, settings.grpc_port, settings.worker_metrics_port}
 
 
 def _context_copies(name: str) -> list[Instruction]:

@@ -128,6 +128,12 @@ def test_probes_and_drain_timing(overlay: str) -> None:
     # preStop, then the app's own drain, then a margin to exit before SIGKILL.
     assert api["terminationGracePeriodSeconds"] >= float(sleep[1]) + grace + 5
     assert worker["terminationGracePeriodSeconds"] >= grace + 5
+    # The worker's probes go to its own port (queue/health.py), the one it is told to use.
+    (worker_container,) = worker["containers"]
+    ports = {p["name"]: p["containerPort"] for p in worker_container["ports"]}
+    assert ports == {"metrics": int(config(objects)["INFERLINE_WORKER_METRICS_PORT"])}
+    for probe, path in (("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")):
+        assert worker_container[probe]["httpGet"] == {"path": path, "port": "metrics"}
 
 
 def test_service_and_pdb_select_the_api(overlay: str) -> None:

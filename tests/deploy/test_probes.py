@@ -1,13 +1,18 @@
-"""Every path the manifests and images probe is served by the real app, 200 once ready."""
+"""Every path the manifests probe is served by the real app, 200 once ready; the images'
+HEALTHCHECK finds the API or a worker."""
 
 from __future__ import annotations
 
-import re
+import http.server
+import os
+import subprocess
+import sys
+import threading
 
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory
+from tests.conftest import RedisServer, ServerFactory, WorkerFactory, free_port
 from tests.deploy.dockerfile import parse
 from tests.deploy.kustomize import containers
 from tests.deploy.manifests import DOCKER, OVERLAYS, of_kind, rendered, walk
@@ -23,10 +28,19 @@ def probe_paths() -> set[str]:
                 for node in walk(container):
                     if isinstance(node, dict) and "httpGet" in node:
                         paths.add(node["httpGet"]["path"])
-    for name in ("Dockerfile", "Dockerfile.gpu"):
-        for check in parse(DOCKER / name)[-1].all("HEALTHCHECK"):
-            paths.update(re.findall(r"'(/[\w/]+)'", check.args))
     return paths
+
+
+def run_healthcheck(**env: str) -> int:
+    """The images' HEALTHCHECK command, as Docker would run it."""
+    (check,) = {
+        tuple(c.exec_form or ())
+        for n in ("Dockerfile", "Dockerfile.gpu")
+        for c in parse(DOCKER / n)[-1].all("HEALTHCHECK")
+    }
+    command = [sys.executable, *check[1:]] if check[0] == "python" else list(check)
+    done = subprocess.run(command, check=False, env={**os.environ, **env}, timeout=30)
+    return done.returncode
 
 
 def test_probe_paths_are_served(server_factory: ServerFactory) -> None:
@@ -37,3 +51,28 @@ def test_probe_paths_are_served(server_factory: ServerFactory) -> None:
         for path in sorted(paths):
             response = client.get(path)
             assert response.status_code == 200, (path, response.text)
+
+
+def test_the_image_healthcheck_finds_the_api_or_the_worker(
+    server_factory: ServerFactory, worker_factory: WorkerFactory, redis_server: RedisServer
+) -> None:
+    nothing = str(free_port())
+    server = server_factory()
+    port = server.url.rsplit(":", 1)[1]
+    assert run_healthcheck(INFERLINE_PORT=port, INFERLINE_WORKER_METRICS_PORT=nothing) == 0
+    worker = worker_factory(
+        {"INFERLINE_REDIS_URL": redis_server.url, "INFERLINE_QUEUE_PREFIX": "healthcheck"}
+    )
+    worker_port = str(worker.metrics_port)
+    assert run_healthcheck(INFERLINE_PORT=nothing, INFERLINE_WORKER_METRICS_PORT=worker_port) == 0
+    assert run_healthcheck(INFERLINE_PORT=nothing, INFERLINE_WORKER_METRICS_PORT=nothing) == 1
+    # A port that answers, but not with 200, is not alive: no falling through to the next.
+    other = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        bad = str(other.server_address[1])  # answers 501
+        code = run_healthcheck(INFERLINE_PORT=bad, INFERLINE_WORKER_METRICS_PORT=worker_port)
+        assert code == 1
+    finally:
+        other.shutdown()
+        other.server_close()

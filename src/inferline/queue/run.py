@@ -1,5 +1,6 @@
 """``inferline worker``: start a Service in this process, then run the queue worker on it
-until SIGTERM or SIGINT, draining within ``INFERLINE_SHUTDOWN_GRACE_S``."""
+until SIGTERM or SIGINT, draining within ``INFERLINE_SHUTDOWN_GRACE_S``. Its metrics and
+health endpoints answer from the start (queue/health.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import signal
 from wsgiref.simple_server import WSGIServer
 
 import uvloop
-from prometheus_client import start_http_server
 
 from inferline.config import Settings
 from inferline.errors import Unavailable
+from inferline.queue.health import Readiness, WorkerHealth, serve
 from inferline.queue.keys import connect
 from inferline.queue.worker import Worker, default_name
 from inferline.service import Service, State
@@ -29,7 +30,17 @@ async def work(settings: Settings) -> None:
     if not settings.redis_url:
         raise Unavailable("the worker needs INFERLINE_REDIS_URL")
     service = Service(settings)
-    metrics_server = _serve_metrics(service, settings)  # a busy port fails before the load
+    worker: Worker | None = None
+
+    def readiness() -> str | None:
+        if worker is not None:
+            return worker.not_ready_reason()
+        if service.state is not State.READY:
+            return service.not_ready_reason()
+        return "not reading the stream yet"
+
+    # A busy port fails before the load.
+    metrics_server = _serve_http(service, settings, readiness)
     if not await _load(service, metrics_server):
         return  # a signal came while loading
     client = connect(settings, block_ms=settings.queue_block_ms)
@@ -94,20 +105,19 @@ async def _load(service: Service, metrics_server: WSGIServer | None) -> bool:
     return True
 
 
-def _serve_metrics(service: Service, settings: Settings) -> WSGIServer | None:
-    """The worker's ``/metrics`` for Prometheus, on a thread of its own."""
+def _serve_http(service: Service, settings: Settings, readiness: Readiness) -> WSGIServer | None:
+    """The worker's ``/metrics`` and health endpoints (queue/health.py)."""
     if not settings.worker_metrics_port:
         return None
+    app = WorkerHealth(asyncio.get_running_loop(), service.metrics.registry, readiness)
     try:
-        server, _ = start_http_server(
-            settings.worker_metrics_port, settings.host, registry=service.metrics.registry
-        )
+        server = serve(app, settings.host, settings.worker_metrics_port)
     except OSError as exc:
         raise Unavailable(
             f"the worker's metrics port {settings.worker_metrics_port} cannot be used ({exc}); "
             "set INFERLINE_WORKER_METRICS_PORT to a free port, or to 0 to turn it off"
         ) from None
-    log.info("worker metrics on port %d", settings.worker_metrics_port)
+    log.info("worker metrics and health on port %d", settings.worker_metrics_port)
     return server
 
 

@@ -115,6 +115,8 @@ class Worker:
     metrics: Metrics = field(default_factory=lambda: Metrics(gpu=False))
     keys: QueueKeys = field(init=False)
     processed: int = 0
+    reading: bool = False  # the group exists and reads succeed (readiness)
+    redis_error: str | None = None  # the last Redis failure, until a call succeeds again
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _last_reclaim: float = 0.0
     _cursor: str = "0-0"
@@ -129,6 +131,18 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def not_ready_reason(self) -> str | None:
+        """Why the worker is not taking jobs now, or None (read from the probe's thread)."""
+        if self.stopping:
+            return "draining: no new jobs are read"
+        if self.redis_error is not None:
+            return f"Redis cannot be reached ({self.redis_error}); retrying"
+        if not self.runner.ready:
+            return "the model cannot run jobs now; the jobs wait in the stream"
+        if not self.reading:
+            return "not reading the stream yet"
+        return None
 
     @property
     def _read_count(self) -> int:
@@ -148,6 +162,7 @@ class Worker:
             while not self.stopping:
                 try:
                     await self.ensure_group()
+                    self.reading, self.redis_error = True, None
                     while not self.stopping:
                         if len(in_flight) >= reads:
                             done, in_flight = await asyncio.wait(
@@ -165,8 +180,9 @@ class Worker:
                         jobs = await self.fetch()
                         if jobs:
                             in_flight.add(asyncio.create_task(self.process(jobs)))
-                        failures = 0
+                        failures, self.redis_error = 0, None
                 except (RedisError, OSError) as exc:
+                    self.redis_error = str(exc) or type(exc).__name__
                     failures += 1
                     delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**failures)
                     delay *= random.uniform(0.5, 1)
