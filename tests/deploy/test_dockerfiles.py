@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from scripts.pyproject_deps import name_of, requirements
 
 from inferline.config import Settings
 from tests.deploy.dockerfile import Instruction, Stage, parse
@@ -73,6 +74,57 @@ def test_runtime_stage_has_no_torch(name: str) -> None:
     assert torch_runs
     for run in torch_runs:
         assert "/opt/build" in run.args and "/opt/venv" not in run.args, run.args
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dependency_layers_come_before_the_source_and_keep_torch_out(name: str) -> None:
+    """The requirements are installed from pyproject.toml before src/ is copied (a source
+    change reuses those layers), and what goes into /opt/venv lists no torch."""
+    lists: dict[str, list[str]] = {}  # requirements file -> the script's arguments
+    for stage in stages(name):
+        source_copied = False
+        for instruction in stage.instructions:
+            if instruction.keyword == "COPY" and "src" in instruction.flags_and_words()[1][:-1]:
+                source_copied = True
+            if instruction.keyword != "RUN":
+                continue
+            for args, target in re.findall(
+                r"pyproject_deps\.py([^>&]*)>\s*(\S+)", instruction.args
+            ):
+                assert not source_copied, "the requirements are listed after src/ is copied"
+                lists[target] = args.split()
+            for used in re.findall(r"-r\s+(\S+)", instruction.args):
+                assert not source_copied, instruction.args
+                listed = requirements(REPO / "pyproject.toml", *_extras_and_drops(lists[used]))
+                names = {name_of(r) for r in listed}
+                assert "inferline" not in names
+                if "/opt/venv" in instruction.args:
+                    assert "torch" not in names and "transformers" not in names, listed
+                else:
+                    assert "/opt/build" in instruction.args and "torch" in names
+    assert lists
+
+
+def _extras_and_drops(args: list[str]) -> tuple[list[str], list[str]]:
+    drops = [args[i + 1] for i, a in enumerate(args) if a == "--drop"]
+    extras = [
+        a for i, a in enumerate(args) if a != "--drop" and (i == 0 or args[i - 1] != "--drop")
+    ]
+    return extras, drops
+
+
+def test_requirement_lists_follow_pyproject() -> None:
+    pyproject = REPO / "pyproject.toml"
+    runtime = requirements(pyproject, [], [])
+    assert any(name_of(r) == "onnxruntime" for r in runtime)
+    build = requirements(pyproject, ["build"], [])
+    assert "torch==2.13.0" in build and set(runtime) < set(build)
+    gpu = requirements(pyproject, ["gpu"], ["onnxruntime"])
+    assert {name_of(r) for r in gpu} == {name_of(r) for r in runtime} - {"onnxruntime"} | {
+        "nvidia-ml-py"
+    }
+    with pytest.raises(SystemExit, match="no such extra"):
+        requirements(pyproject, ["nope"], [])
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)

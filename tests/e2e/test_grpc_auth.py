@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -158,3 +159,32 @@ def test_grpc_refusals_by_key_are_counted_and_logged_as_http_ones_are(
     assert f'inferline_rejected_total{{reason="key_limit"}} {float(limited)}' in text
     lines = [line for line in server.output().splitlines() if '"ModelInfer"' in line]
     assert sum('"status":"UNAUTHENTICATED"' in line for line in lines) == 1, lines
+
+
+def test_without_a_key_an_unparseable_message_is_unauthenticated(
+    server_factory: ServerFactory,
+) -> None:
+    """The key is checked before the message is parsed: a caller without one learns
+    nothing else. With the key, the same bytes are INVALID_ARGUMENT, and counted."""
+    server = server_factory({"INFERLINE_API_KEYS": "k1"})
+    garbage = b"\xff\xff\xff\xff\x0f garbage"
+    service = "/inference.GRPCInferenceService/"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        for method in ("ModelInfer", "ModelMetadata"):
+            call = channel.unary_unary(
+                service + method, request_serializer=bytes, response_deserializer=bytes
+            )
+            for metadata, code in (
+                ((), grpc.StatusCode.UNAUTHENTICATED),
+                ((("x-api-key", "wrong"),), grpc.StatusCode.UNAUTHENTICATED),
+                ((("x-api-key", "k1"),), grpc.StatusCode.INVALID_ARGUMENT),
+            ):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(garbage, metadata=metadata, timeout=30)
+                assert err.value.code() == code, (method, metadata, err.value.details())
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    assert "does not parse" in str(err.value.details())
+    text = httpx.get(server.url + "/metrics").text
+    requests = 'inferline_requests_total{model="none",protocol="oip_grpc",status="%s"} %s'
+    assert requests % ("UNAUTHENTICATED", "2.0") in text  # ModelInfer's, counted
+    assert requests % ("INVALID_ARGUMENT", "1.0") in text

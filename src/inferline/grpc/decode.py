@@ -3,6 +3,8 @@
 grpc.aio calls the request deserializer before any handler, and turns its exception into
 UNKNOWN with a logged traceback. This interceptor gives every unary handler a deserializer
 that hands an undecodable message to the handler as a marker, and the handler refuses it.
+It runs inside the API key interceptor (grpc/server.py), so a caller without a valid key
+hears UNAUTHENTICATED whatever it sent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ class _Undecodable:
 
 
 UNDECODABLE = _Undecodable()
+# Handed UNDECODABLE itself: ModelInfer checks the API key first, then refuses it, counted,
+# logged and traced as its other refusals are (grpc/servicer.py).
+PASSED_THROUGH = ("/inference.GRPCInferenceService/ModelInfer",)
 
 
 class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -42,7 +47,7 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return UNDECODABLE
 
         async def call(request: Any, context: Any) -> Any:
-            if request is UNDECODABLE:
+            if request is UNDECODABLE and details.method not in PASSED_THROUGH:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "the request message does not parse"
                 )

@@ -25,7 +25,8 @@ async def start(service: Service, settings: Settings) -> grpc.aio.Server:
 
     Raises OSError when the port cannot be bound."""
     server = grpc.aio.server(
-        interceptors=[DecodeInterceptor(), ApiKeyInterceptor(service.keys)],
+        # The key check first: a caller without a key learns nothing of message parsing.
+        interceptors=[ApiKeyInterceptor(service.keys), DecodeInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -29,6 +29,7 @@ from inferline.errors import (
 )
 from inferline.grpc import open_inference_grpc_pb2 as pb
 from inferline.grpc.auth import identify
+from inferline.grpc.decode import UNDECODABLE
 from inferline.service import Service
 from inferline.telemetry import context as request_context
 from inferline.telemetry import logs, tracing
@@ -155,6 +156,8 @@ class InferenceServicer:
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
+        if cast(object, request) is UNDECODABLE:  # after the key check (grpc/decode.py)
+            raise InvalidInput("the request message does not parse")
         sig = tensors.signature(self.service, request.model_name, request.model_version)
         tensors.check_names(sig, [t.name for t in request.inputs])
         (tensor,) = request.inputs
