@@ -100,6 +100,31 @@ def test_submit_run_and_read(redis_server: RedisServer) -> None:
     run(settings_for(redis_server), body)
 
 
+def test_the_first_job_creates_the_workers_group_for_the_autoscaler(
+    redis_server: RedisServer,
+) -> None:
+    """With no worker yet (scaled to zero, or Redis emptied meanwhile), KEDA can only wake
+    one through the group's lag: the first job brings the group, and lag counts it."""
+    settings = settings_for(redis_server)
+    keys = keys_of(settings)
+
+    async def main() -> None:
+        producer = Producer.from_settings(settings)
+        client = connect(settings)
+        try:
+            assert not await client.exists(keys.stream)
+            await producer.submit("sentiment", ["first"])
+            await producer.submit("sentiment", ["second"])
+            (group,) = await client.xinfo_groups(keys.stream)
+            assert group["name"] == keys.group and group["lag"] == 2
+            assert group["consumers"] == 0 and group["pending"] == 0
+        finally:
+            await producer.close()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_caller_id_is_an_idempotency_key(redis_server: RedisServer) -> None:
     async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
         assert await producer.submit("sentiment", ["good"], "order-1") == ("order-1", True)

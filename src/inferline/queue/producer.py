@@ -17,15 +17,21 @@ from inferline.queue.keys import MODELS, QueueKeys, check_job_id, connect, keys_
 from inferline.telemetry import tracing
 
 # Atomic: the idempotency key and the stream entry appear together or not at all, and a
-# stream over its bound refuses the job before anything is written.
-# KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON), then the trace
-# context fields (name, value, ...) of the submitter, when tracing is on.
+# stream over its bound refuses the job before anything is written. A stream that does not
+# exist yet is created with the workers' group: KEDA reads the group's lag to wake workers
+# from zero, and with no group (a Redis that lost its data while no worker ran) it would
+# read nothing, and the jobs would wait for a worker that is never started.
+# KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON), group, then
+# the trace context fields (name, value, ...) of the submitter, when tracing is on.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
+end
 redis.call('SET', KEYS[1], ARGV[3])
 local fields = {'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4]}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
@@ -103,6 +109,7 @@ class Producer:
                             job_id,
                             model,
                             orjson.dumps(list(inputs)),
+                            self.keys.group,
                             *trace_fields,
                         ],
                         client=pipe,
