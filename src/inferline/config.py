@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(2048, ge=1)
     """Connections (and requests) served at once; the server answers 503 past it."""
     request_timeout_s: float = Field(30.0, gt=0)
-    """Default deadline of a request; texts still queued when it passes get 504."""
+    """Default deadline of a request; texts not answered when it passes get 504."""
 
     shutdown_grace_s: float = Field(25.0, ge=0)
     """On SIGTERM, how long accepted requests may take to finish before the process exits."""
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     queue_result_ttl_s: int = Field(86_400, ge=1)
     """How long a job's result (and its idempotency key) is kept after it finished."""
     queue_job_timeout_s: float = Field(300.0, gt=0)
-    """Deadline of one job in the worker's batcher queue; past it the job is retried."""
+    """Deadline of one job in the worker's batcher; past it the job is retried."""
     worker_name: str = ""
     """Consumer name of this worker in the group (default: host name and process id)."""
 

@@ -285,6 +285,9 @@ def test_unavailable_is_retried(retrying_gateway: Server, proxy: FlakyProxy) -> 
     response = post(retrying_gateway, "/embed", {"texts": ["503-always-0"]})
     assert response.status_code == 503
     assert proxy.attempts["503-always-0"] == 3  # max_retries 2
+    # The upstream is named by its model: a client learns no internal address.
+    assert response.json()["error"].startswith("the upstream of model 'embedding' answered 503")
+    assert proxy.url.split("//")[1] not in response.text
 
 
 def test_each_batch_carries_an_id_upstream_and_its_retries_keep_it(

@@ -11,7 +11,7 @@ import pytest
 # process that loads these (both define package 'inference'), and tests use tritonclient.
 from tritonclient.grpc import service_pb2 as pb
 
-from inferline.engines.oip import _parse_grpc, _parse_rest
+from inferline.engines.oip import _grpc_error, _parse_grpc, _parse_rest
 from inferline.errors import EngineError
 
 VALUES = np.array([[0.25, -1.5], [3.0, 0.125]])  # exact in FP16, FP32 and FP64
@@ -64,3 +64,20 @@ def test_rest_answers_json_and_binary() -> None:
     ints = orjson.dumps({"outputs": [tensor | {"datatype": "INT64", "data": [1, 2, 3, 4]}]})
     with pytest.raises(EngineError, match="is INT64"):
         _parse_rest(ints, None, "probabilities")
+
+
+def test_grpcs_own_details_of_an_unreachable_upstream_stay_out_of_the_message() -> None:
+    from grpc import StatusCode
+    from grpc.aio import AioRpcError, Metadata
+
+    from inferline.engines.remote import Retry
+
+    details = "failed to connect to all addresses; last error: ipv4:10.1.2.3:8001: refused"
+    cause = AioRpcError(StatusCode.UNAVAILABLE, Metadata(), Metadata(), details, None)
+    error = _grpc_error(cause, "the upstream of model 'embedding'")
+    assert isinstance(error, Retry)
+    assert str(error.error) == "the upstream of model 'embedding' answered UNAVAILABLE"
+    # An upstream's own refusal is its message to pass on.
+    busy = AioRpcError(StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), "full", None)
+    refused = _grpc_error(busy, "the upstream of model 'embedding'")
+    assert isinstance(refused, Retry) and str(refused.error).endswith("RESOURCE_EXHAUSTED: full")

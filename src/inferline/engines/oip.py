@@ -41,6 +41,7 @@ from inferline.engines.remote import (
     retry_after,
     retrying,
     trace_headers,
+    upstream_of,
 )
 from inferline.errors import DeadlineExceeded, EngineError, Overloaded, Unavailable
 from inferline.types import EngineInfo, FloatArray, Item
@@ -103,9 +104,9 @@ class OipEngine:
         # loading thread.
         spec = self.spec
         transport = (
-            _Http(spec, self._headers)
+            _Http(spec, self._headers, upstream_of(self.name))
             if spec.protocol == "http"
-            else _Grpc(spec, self._headers, self._tls)
+            else _Grpc(spec, self._headers, self._tls, upstream_of(self.name))
         )
         self._transport = transport
         self._monitor = Monitor(self.breaker, transport.health, spec.health_interval_s)
@@ -146,7 +147,7 @@ class _Http:
     """OIP REST over HTTP/1.1 keep-alive connections (engines/http1.py), or over httpx when
     ``http2`` is set."""
 
-    def __init__(self, spec: OipSpec, headers: dict[str, str]) -> None:
+    def __init__(self, spec: OipSpec, headers: dict[str, str], upstream: str) -> None:
         self.spec = spec
         context = spec.ssl_context()
         self.pool: Http1Pool | _Httpx
@@ -164,7 +165,7 @@ class _Http:
                 max_answer=MAX_MESSAGE,
             )
         self.headers = list(headers.items())
-        self.where = display(spec.url)
+        self.upstream = upstream  # in errors: clients learn no address (the log has it)
         self.version = f"/versions/{spec.remote_version}" if spec.remote_version else ""
 
     async def _call(
@@ -196,14 +197,14 @@ class _Http:
                 "POST", path, orjson.dumps(body), headers, left
             )
         except ConnectTimeout as exc:
-            raise Retry(Unavailable(f"upstream {self.where}: {exc}")) from exc
+            raise Retry(Unavailable(f"{self.upstream}: {exc}")) from exc
         except TimeoutError as exc:  # the upstream may still be running it: not retried
-            raise DeadlineExceeded(f"upstream {self.where} did not answer in time") from exc
+            raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
         except OSError as exc:  # refused, reset, closed before an answer (UpstreamClosed)
-            raise Retry(Unavailable(f"upstream {self.where}: {_why(exc)}")) from exc
+            raise Retry(Unavailable(f"{self.upstream}: {_why(exc)}")) from exc
         if status == 200:
             return _parse_rest(content, response_headers.get(HEADER_LENGTH), output)
-        where = f"upstream {self.where} answered {status}"
+        where = f"{self.upstream} answered {status}"
         raise _http_error(status, content, response_headers.get("retry-after"), where)
 
     async def health(self, seconds: float) -> None:
@@ -335,13 +336,14 @@ class _Grpc:
         spec: OipSpec,
         headers: dict[str, str],
         tls: tuple[bytes | None, bytes | None, bytes | None],
+        upstream: str,
     ) -> None:
         import grpc
 
         from inferline.grpc import open_inference_grpc_pb2_grpc as services
 
         self.spec = spec
-        self.where = display(spec.url)
+        self.upstream = upstream
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -389,7 +391,7 @@ class _Grpc:
                 metadata=self.metadata + tuple(trace_headers().items()),
             )
         except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, f"upstream {self.where}") from exc
+            raise _grpc_error(exc, self.upstream) from exc
         return _parse_grpc(response, output)
 
     async def health(self, seconds: float) -> None:
@@ -429,7 +431,9 @@ def _grpc_error(exc: Any, where: str) -> Exception:
     code = exc.code()
     message = f"{where} answered {code.name}: {exc.details()}"
     if code == grpc.StatusCode.UNAVAILABLE:
-        return Retry(Unavailable(message))
+        # Its details are gRPC's own and name the address it could not reach: kept in the
+        # cause, for the breaker's log line, and not given to clients.
+        return Retry(Unavailable(f"{where} answered {code.name}"))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Retry(Overloaded(message, reason="upstream"))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

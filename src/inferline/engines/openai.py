@@ -36,6 +36,7 @@ from inferline.engines.remote import (
     retry_after,
     retrying,
     trace_headers,
+    upstream_of,
 )
 from inferline.engines.sse import StreamMeter
 from inferline.errors import (
@@ -58,7 +59,8 @@ class _Client:
         self.name = name
         self.spec = spec
         self.remote = spec.remote_model or name
-        self.where = display(spec.url)
+        self.where = display(spec.url)  # for logs; errors name the model instead
+        self.upstream = upstream_of(name)
         self.breaker = Breaker(name, spec.url, spec.failure_threshold)
         self._headers = default_headers(spec)  # reads the key now: a missing one fails the load
         spec.tls_files()  # and the TLS files
@@ -122,16 +124,16 @@ class _Client:
         try:
             response = await self.http.send(request, stream=True)
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
-            raise Retry(Unavailable(f"upstream {self.where}: {type(exc).__name__}")) from exc
+            raise Retry(Unavailable(f"{self.upstream}: {type(exc).__name__}")) from exc
         except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(f"upstream {self.where} did not answer in time") from exc
+            raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
         if response.status_code < 400:
             return response
         content = await response.aread()
         await response.aclose()
         status = response.status_code
         wait = retry_after(response.headers.get("retry-after"))
-        error = UpstreamError(status, content, wait, f"upstream {self.where} answered {status}")
+        error = UpstreamError(status, content, wait, f"{self.upstream} answered {status}")
         if status in RETRIED:
             raise Retry(error, wait)
         raise error
@@ -187,7 +189,7 @@ class OpenAIEngine(_Client):
         try:
             return orjson.loads(await response.aread())
         except orjson.JSONDecodeError as exc:
-            raise EngineError(f"upstream {self.where}: the answer is not JSON") from exc
+            raise EngineError(f"{self.upstream}: the answer is not JSON") from exc
         finally:
             await response.aclose()
 
@@ -202,11 +204,11 @@ class OpenAIEngine(_Client):
                 else:
                     rows.append(np.asarray(vector, dtype=np.float32))
         except (KeyError, TypeError, ValueError) as exc:
-            raise EngineError(f"upstream {self.where}: not an embeddings answer ({exc})") from None
+            raise EngineError(f"{self.upstream}: not an embeddings answer ({exc})") from None
         dim = self._info.output_dim
         if len(rows) != count or any(row.shape != (dim,) for row in rows):
             raise EngineError(
-                f"upstream {self.where} gave {len(rows)} embeddings of "
+                f"{self.upstream} gave {len(rows)} embeddings of "
                 f"{rows[0].shape[0] if rows else 0} dimensions for {count} texts; "
                 f"expected {dim} (set output_dim)"
             )

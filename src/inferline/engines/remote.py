@@ -194,7 +194,15 @@ def note_failure(breaker: Breaker, exc: BaseException, callers_bound: bool) -> N
     if callers_bound and isinstance(exc, DeadlineExceeded):
         return
     if counts_against(exc):
-        breaker.failure(str(exc))
+        cause = exc.__cause__
+        # The cause's detail (a transport's message) is for the log line only.
+        breaker.failure(f"{exc} ({cause})" if cause is not None and str(cause) else str(exc))
+
+
+def upstream_of(name: str) -> str:
+    """How errors name a model's upstream: clients learn no internal address (the breaker's
+    log lines give it)."""
+    return f"the upstream of model {name!r}"
 
 
 def retry_after(value: str | None) -> float | None:
