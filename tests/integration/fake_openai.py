@@ -74,12 +74,9 @@ class FakeOpenAI:
 
     async def embeddings(self, receive: Receive, send: Send, body: Any) -> None:
         first = body["input"][0]
-        if first.startswith("slow-"):  # answers after that many seconds, if still wanted
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(float(first.split("-")[1])):
-                    if (await receive())["type"] == "http.disconnect":
-                        self.abandoned[first] += 1
-                        return
+        if await abandoned_while_slow(first, receive):
+            self.abandoned[first] += 1
+            return
         data = []
         for i, text in enumerate(body["input"]):
             v = vector(text)
@@ -158,6 +155,17 @@ class FakeOpenAI:
         while (await receive())["type"] != "http.disconnect":
             pass
         self.disconnected.set()
+
+
+async def abandoned_while_slow(text: str, receive: Receive) -> bool:
+    """For a text ``slow-<seconds>``: wait that long before answering, and say whether the
+    client hung up meanwhile (then there is nobody to answer)."""
+    if not text.startswith("slow-"):
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(float(text.split("-")[1])):
+            return bool((await receive())["type"] == "http.disconnect")
+    return False
 
 
 def _error(message: str, code: str | None) -> dict[str, Any]:

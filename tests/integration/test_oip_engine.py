@@ -5,9 +5,7 @@ retries and pass-through of refusals go through a real proxy written here."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import re
 import signal
 import threading
@@ -26,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferline.api.http import Receive, Scope, Send
 from tests.conftest import Server, ServerFactory, free_port
+from tests.integration.fake_openai import abandoned_while_slow
 
 pytestmark = pytest.mark.integration
 
@@ -211,12 +210,9 @@ class FlakyProxy:
             first = request["inputs"][0]["data"][0]
             self.attempts[first] += 1
             self.ids[first].append(request.get("id"))
-            if first.startswith("slow-"):  # answers after that many seconds, if still wanted
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(float(first.split("-")[1])):
-                        if (await receive())["type"] == "http.disconnect":
-                            self.abandoned[first] += 1
-                            return
+            if await abandoned_while_slow(first, receive):
+                self.abandoned[first] += 1
+                return
             refusal = self.refusal(first)
             if refusal is not None:
                 status, retry_after = refusal
