@@ -5,11 +5,18 @@ One image runs either ``inferline serve`` (``/health/live`` on ``INFERLINE_PORT`
 ``inferline worker`` (on ``INFERLINE_WORKER_METRICS_PORT``), and a HEALTHCHECK cannot tell
 which: the first port that takes the connection decides. Standard library only, so that
 a check every few seconds costs little.
+
+With ``INFERLINE_TLS_CERT_FILE`` set the API's port speaks HTTPS: the check connects over
+TLS without verifying (it is its own port, on loopback). With mutual TLS
+(``INFERLINE_TLS_CLIENT_CA_FILE``) it presents the server's own certificate, which passes
+when the client CA also signed it; Kubernetes' HTTP probes present none, so under mutual
+TLS an exec probe running this module is the way to probe (docs/operations.md, "TLS").
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -17,17 +24,35 @@ import urllib.request
 TIMEOUT_S = 2.0
 
 
-def ports() -> list[str]:
+def targets() -> list[tuple[str, ssl.SSLContext | None]]:
+    """The API's port (over TLS when it is on), then the worker's (always plain)."""
     env = os.environ.get
-    return [env("INFERLINE_PORT", "8000"), env("INFERLINE_WORKER_METRICS_PORT", "9100")]
+    return [
+        (env("INFERLINE_PORT", "8000"), tls_context()),
+        (env("INFERLINE_WORKER_METRICS_PORT", "9100"), None),
+    ]
 
 
-def check(port: str) -> bool | None:
+def tls_context() -> ssl.SSLContext | None:
+    env = os.environ.get
+    cert, key = env("INFERLINE_TLS_CERT_FILE"), env("INFERLINE_TLS_KEY_FILE")
+    if not cert:
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # its own port, on loopback: nothing to verify
+    if env("INFERLINE_TLS_CLIENT_CA_FILE") and key:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def check(port: str, context: ssl.SSLContext | None = None) -> bool | None:
     """True when ``/health/live`` answers 200, False when it answers otherwise or not in
     time, None when nothing listens on the port."""
-    url = f"http://127.0.0.1:{port}/health/live"
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://127.0.0.1:{port}/health/live"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:
             return bool(response.status == 200)
     except urllib.error.HTTPError:
         return False
@@ -38,10 +63,15 @@ def check(port: str) -> bool | None:
 
 
 def main() -> int:
-    for port in ports():
+    try:
+        found = targets()
+    except (OSError, ValueError) as exc:  # an unreadable certificate or key
+        print(f"healthcheck: {exc}", file=sys.stderr)
+        return 1
+    for port, context in found:
         if port == "0":  # turned off
             continue
-        alive = check(port)
+        alive = check(port, context)
         if alive is not None:
             return 0 if alive else 1
     return 1

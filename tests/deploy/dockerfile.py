@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,3 +83,17 @@ def parse(path: Path) -> list[Stage]:
         elif instruction.keyword != "ARG":
             raise ValueError(f"{path}: {instruction.keyword} before the first FROM")
     return stages
+
+
+def run_healthcheck(**env: str) -> int:
+    """The images' HEALTHCHECK command (both images have the same), run here as Docker
+    would run it in the container; returns its exit status."""
+    docker = Path(__file__).resolve().parents[2] / "deploy" / "docker"
+    (check,) = {
+        tuple(c.exec_form or ())
+        for name in ("Dockerfile", "Dockerfile.gpu")
+        for c in parse(docker / name)[-1].all("HEALTHCHECK")
+    }
+    command = [sys.executable, *check[1:]] if check[0] == "python" else list(check)
+    done = subprocess.run(command, check=False, env={**os.environ, **env}, timeout=30)
+    return done.returncode

@@ -4,18 +4,15 @@ HEALTHCHECK finds the API or a worker."""
 from __future__ import annotations
 
 import http.server
-import os
-import subprocess
-import sys
 import threading
 
 import httpx
 import pytest
 
 from tests.conftest import RedisServer, ServerFactory, WorkerFactory, free_port
-from tests.deploy.dockerfile import parse
+from tests.deploy.dockerfile import run_healthcheck
 from tests.deploy.kustomize import containers
-from tests.deploy.manifests import DOCKER, OVERLAYS, of_kind, rendered, walk
+from tests.deploy.manifests import OVERLAYS, of_kind, rendered, walk
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +26,6 @@ def probe_paths() -> set[str]:
                     if isinstance(node, dict) and "httpGet" in node:
                         paths.add(node["httpGet"]["path"])
     return paths
-
-
-def run_healthcheck(**env: str) -> int:
-    """The images' HEALTHCHECK command, as Docker would run it."""
-    (check,) = {
-        tuple(c.exec_form or ())
-        for n in ("Dockerfile", "Dockerfile.gpu")
-        for c in parse(DOCKER / n)[-1].all("HEALTHCHECK")
-    }
-    command = [sys.executable, *check[1:]] if check[0] == "python" else list(check)
-    done = subprocess.run(command, check=False, env={**os.environ, **env}, timeout=30)
-    return done.returncode
 
 
 def test_probe_paths_are_served(server_factory: ServerFactory) -> None:

@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2 as hpb
 from grpc_health.v1 import health_pb2_grpc
 
 from tests.certs import make_certificates
-from tests.conftest import Server, ServerFactory, model_dir
+from tests.conftest import Server, ServerFactory, free_port, model_dir
+from tests.deploy.dockerfile import run_healthcheck
 
 TEXT = {"text": "Works great, love it."}
 
@@ -122,6 +123,22 @@ def test_mutual_tls_needs_a_client_certificate(server_factory: ServerFactory, ce
     with channel(server, certs) as secure, pytest.raises(grpc.RpcError) as err:
         health_pb2_grpc.HealthStub(secure).Check(hpb.HealthCheckRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_image_healthcheck_speaks_tls_and_mutual_tls(
+    tls_server: Server, server_factory: ServerFactory, certs: Path
+) -> None:
+    nothing = str(free_port())
+    port = tls_server.url.rsplit(":", 1)[1]
+    env = {"INFERLINE_PORT": port, "INFERLINE_WORKER_METRICS_PORT": nothing}
+    assert run_healthcheck(**env, **tls_env(certs)) == 0
+    assert run_healthcheck(**env) == 1  # plain HTTP to a TLS port: not alive
+    with client(certs, cert=True) as trusted:
+        mutual = server_factory(tls_env(certs, mutual=True), verify=trusted)
+    env["INFERLINE_PORT"] = mutual.url.rsplit(":", 1)[1]
+    # It presents the server's own certificate, which the same CA signed here.
+    assert run_healthcheck(**env, **tls_env(certs, mutual=True)) == 0
+    assert run_healthcheck(**env, **tls_env(certs)) == 1  # no certificate: refused
 
 
 @pytest.mark.parametrize(

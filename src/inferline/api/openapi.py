@@ -78,7 +78,7 @@ TIMEOUT = {
     "in": "header",
     "schema": {"type": "number", "exclusiveMinimum": 0},
     "description": "Deadline in seconds (at most ten times the server's default); texts "
-    "still queued when it passes get 504.",
+    "not answered when it passes get 504.",
 }
 INFERENCE_ERRORS = (400, 413, 422, 429, 500, 503, 504)
 

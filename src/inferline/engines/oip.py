@@ -196,8 +196,8 @@ class _Http:
             status, response_headers, content = await self._call(
                 "POST", path, orjson.dumps(body), headers, left
             )
-        except ConnectTimeout as exc:
-            raise Retry(Unavailable(f"{self.upstream}: {exc}")) from exc
+        except ConnectTimeout as exc:  # its text names the address: for the log alone
+            raise Retry(Unavailable(f"{self.upstream}: no connection in time")) from exc
         except TimeoutError as exc:  # the upstream may still be running it: not retried
             raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
         except OSError as exc:  # refused, reset, closed before an answer (UpstreamClosed)

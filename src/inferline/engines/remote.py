@@ -176,16 +176,21 @@ def call_deadline(spec: RemoteSpec, items: Sequence[Item]) -> tuple[float, bool]
     """When a batch's upstream call must end (``time.monotonic()``): ``timeout_s`` from
     now, or the latest of its callers' deadlines when that is sooner, since nobody waits
     past it (``deadline()`` of the batcher's batches; offline callers pass plain lists).
-    The flag says that the callers bound it: a timeout then says nothing of the upstream.
+
+    The flag says that the callers cut the upstream short: they left it less than half of
+    ``timeout_s``, and a timeout then says nothing of its health. A deadline only a little
+    sooner (the default request deadline equals the default ``timeout_s``, and is counted
+    from the request's arrival) still lets a hung upstream open the breaker.
     """
-    limit = time.monotonic() + spec.timeout_s
+    now = time.monotonic()
+    limit = now + spec.timeout_s
     callers = getattr(items, "deadline", None)
     latest = callers() if callable(callers) else None
     if latest is None or latest >= limit:
         return limit, False
-    if latest <= time.monotonic():
+    if latest <= now:
         raise DeadlineExceeded("not sent upstream: every caller's deadline had passed")
-    return latest, True
+    return latest, latest - now < spec.timeout_s / 2
 
 
 def note_failure(breaker: Breaker, exc: BaseException, callers_bound: bool) -> None:

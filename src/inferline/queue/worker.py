@@ -402,10 +402,12 @@ class Worker:
                             pipe.xadd(self.keys.dead, _dead_fields(job))
                     pipe.xack(self.keys.stream, self.keys.group, *(job.entry for job in jobs))
                     await pipe.execute()
+                self.redis_error = None
                 self.processed += len(jobs)
                 self._count(jobs)
                 return
             except (RedisError, OSError) as exc:
+                self.redis_error = str(exc) or type(exc).__name__  # readiness, meanwhile
                 failures += 1
                 if failures > 8:
                     raise  # leave them pending: another delivery will write them
