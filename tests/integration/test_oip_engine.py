@@ -342,6 +342,26 @@ def test_a_callers_deadline_ends_the_upstream_call_and_spares_the_breaker(
     assert post(retrying_gateway, "/embed", {"texts": ["slow-0.1"]}).status_code == 200
 
 
+def test_a_hung_upstream_opens_the_breaker_at_deadlines_near_timeout_s(
+    proxy: FlakyProxy, server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As with the defaults (both 30 s), the callers' deadline here is as long as the
+    engine's timeout_s: timing out at it says the upstream hangs, and counts."""
+    tmp = tmp_path_factory.mktemp("hung")
+    config = models_config(tmp, proxy.url, "http", "timeout_s = 0.5\nfailure_threshold = 2")
+    gateway = server_factory({"INFERLINE_MODELS_CONFIG": str(config)})
+    for _ in range(2):
+        response = httpx.post(
+            gateway.url + "/embed",
+            json={"texts": ["slow-3-hung"]},
+            headers={"x-request-timeout": "0.5"},
+            timeout=30,
+        )
+        assert response.status_code == 504, response.text
+    assert "upstream of embedding at" in gateway.output()
+    assert "is down" in gateway.output()
+
+
 def test_headers_and_trace_context_go_upstream(retrying_gateway: Server, proxy: FlakyProxy) -> None:
     proxy.headers.clear()
     post(retrying_gateway, "/embed", {"texts": ["traced"]}).raise_for_status()

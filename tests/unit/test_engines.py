@@ -164,6 +164,23 @@ def test_breaker_opens_on_failures_and_closes_on_success() -> None:
     breaker.check()
 
 
+def test_a_passing_health_check_closes_the_breaker_but_keeps_the_count() -> None:
+    """An upstream whose inference hangs can still answer its health checks: those must not
+    wipe the count of failed batches between them, or the breaker would never open."""
+    breaker = Breaker("embedding", "http://up", threshold=2)
+    breaker.healthy()  # the first health check closes it
+    breaker.check()
+    breaker.failure("timed out")
+    breaker.healthy()
+    breaker.failure("timed out")
+    with pytest.raises(Unavailable):
+        breaker.check()
+    breaker.healthy()  # and it closes again when the upstream looks up
+    breaker.check()
+    breaker.failure("timed out")
+    breaker.check()  # counting from zero again
+
+
 def value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 

@@ -80,10 +80,18 @@ class Breaker:
             raise Unavailable(f"the upstream of model {self.name!r} is unavailable")
 
     def success(self) -> None:
+        """A batch succeeded: the failures in a row start again from zero."""
         self.failures = 0
         if self.open:
             self.open = False
             log.info("upstream of %s at %s is up", self.name, self.where)
+
+    def healthy(self) -> None:
+        """A health check passed: that closes an open breaker, but says nothing of the
+        batches failing meanwhile (an upstream whose inference hangs may still answer its
+        health check), so a closed breaker keeps counting them."""
+        if self.open:
+            self.success()
 
     def failure(self, why: str) -> None:
         self.failures += 1
@@ -123,7 +131,7 @@ class Monitor:
         except Exception as exc:  # whatever the transport raises: the upstream is not ready
             self.breaker.trip(str(exc) or type(exc).__name__)
         else:
-            self.breaker.success()
+            self.breaker.healthy()
 
     async def _loop(self) -> None:
         while True:
