@@ -318,17 +318,18 @@ def test_failures_are_not_retried(retrying_gateway: Server, proxy: FlakyProxy) -
     assert proxy.attempts["500-always"] == 1
 
 
+def embed_within(server: Server, text: str, seconds: str) -> httpx.Response:
+    """POST /embed with X-Request-Timeout: the caller's own deadline."""
+    headers = {"x-request-timeout": seconds}
+    return httpx.post(server.url + "/embed", json={"texts": [text]}, headers=headers, timeout=30)
+
+
 def test_a_callers_deadline_ends_the_upstream_call_and_spares_the_breaker(
     retrying_gateway: Server, proxy: FlakyProxy
 ) -> None:
     # The upstream takes 3 s, within the engine's timeout_s (5 s); the callers wait 0.3 s.
     for _ in range(4):  # more than failure_threshold (3) in a row
-        response = httpx.post(
-            retrying_gateway.url + "/embed",
-            json={"texts": ["slow-3"]},
-            headers={"x-request-timeout": "0.3"},
-            timeout=30,
-        )
+        response = embed_within(retrying_gateway, "slow-3", "0.3")
         assert response.status_code == 504, response.text
         assert "deadline" in response.json()["error"]
     assert proxy.attempts["slow-3"] == 4  # each sent once: a timeout is not retried
@@ -351,12 +352,7 @@ def test_a_hung_upstream_opens_the_breaker_at_deadlines_near_timeout_s(
     config = models_config(tmp, proxy.url, "http", "timeout_s = 0.5\nfailure_threshold = 2")
     gateway = server_factory({"INFERLINE_MODELS_CONFIG": str(config)})
     for _ in range(2):
-        response = httpx.post(
-            gateway.url + "/embed",
-            json={"texts": ["slow-3-hung"]},
-            headers={"x-request-timeout": "0.5"},
-            timeout=30,
-        )
+        response = embed_within(gateway, "slow-3-hung", "0.5")
         assert response.status_code == 504, response.text
     assert "upstream of embedding at" in gateway.output()
     assert "is down" in gateway.output()
