@@ -21,6 +21,7 @@ from inferline.auth import ApiKeys
 from inferline.batching import Batcher, BatcherLimits
 from inferline.config import Settings
 from inferline.engines import registry
+from inferline.engines.remote import upstream_of
 from inferline.errors import InvalidInput, NotFound, Unavailable
 from inferline.modelrepo.manifest import Manifest
 from inferline.tasks.embedding import EmbeddingTask
@@ -266,7 +267,7 @@ class Service:
     def not_ready_reason(self, model: str | None = None) -> str:
         """Why the service (or ``model``) is not ready."""
         if model is not None and self.state is State.READY:
-            return f"the upstream of {model} is unavailable"
+            return f"{upstream_of(model)} is unavailable"
         return self._not_ready()
 
     def _not_ready(self) -> str:
@@ -278,7 +279,10 @@ class Service:
         if self.state is State.READY:
             down = [n for n, m in self.models.items() if not m.engine.ready]
             down += [n for n, c in self.chats.items() if not c.ready]
-            return f"the upstream of {', '.join(sorted(down))} is unavailable"
+            if len(down) == 1:
+                return f"{upstream_of(down[0])} is unavailable"
+            names = ", ".join(repr(n) for n in sorted(down))
+            return f"the upstreams of models {names} are unavailable"
         return "the model is still loading"
 
     async def encode(self, texts: Sequence[str]) -> list[Item]:

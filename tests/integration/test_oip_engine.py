@@ -148,7 +148,7 @@ def test_readiness_follows_the_backend(
     assert down.status_code == 503
     assert down.json() == {
         "status": "upstream_down",
-        "error": "the upstream of embedding is unavailable",
+        "error": "the upstream of model 'embedding' is unavailable",
     }
     refused = post(gateway, "/embed", {"texts": ["while down"]})
     assert refused.status_code == 503 and "unavailable" in refused.json()["error"]
@@ -171,7 +171,7 @@ def models_ready(gateway: Server) -> dict[str, bool]:
         for name in ("sentiment", "embedding"):
             rest = httpx.get(f"{gateway.url}/v2/models/{name}/ready", timeout=10)
             if rest.status_code == 503:  # names this model's upstream, no other
-                assert rest.json()["error"] == f"the upstream of {name} is unavailable"
+                assert rest.json()["error"] == f"the upstream of model {name!r} is unavailable"
             check = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             serving = check.status == health_pb2.HealthCheckResponse.SERVING
             assert rest.status_code in (200, 503)

@@ -45,7 +45,8 @@ def test_probes_follow_redis_and_the_drain(tmp_path: Path, worker_factory: Worke
         assert metrics.status_code == 200 and "inferline_jobs_total" in metrics.text
         missing = httpx.get(base + "/nope")
         assert missing.status_code == 404 and missing.json()["error"] == "no such path: /nope"
-        assert httpx.post(base + "/health/ready").status_code == 405
+        refused = httpx.post(base + "/health/ready")
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
 
         redis.stop()  # alive, but not ready: a restart would not bring Redis back
         down = wait_for(base + "/health/ready", 503)

@@ -76,7 +76,8 @@ def test_grpcs_own_details_of_an_unreachable_upstream_stay_out_of_the_message() 
     cause = AioRpcError(StatusCode.UNAVAILABLE, Metadata(), Metadata(), details, None)
     error = _grpc_error(cause, "the upstream of model 'embedding'")
     assert isinstance(error, Retry)
-    assert str(error.error) == "the upstream of model 'embedding' answered UNAVAILABLE"
+    message = "the upstream of model 'embedding' is unreachable or unavailable (UNAVAILABLE)"
+    assert str(error.error) == message
     # An upstream's own refusal is its message to pass on.
     busy = AioRpcError(StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), "full", None)
     refused = _grpc_error(busy, "the upstream of model 'embedding'")

@@ -275,7 +275,14 @@ class _Httpx:
 
 
 def _why(exc: OSError) -> str:
-    return str(exc) if isinstance(exc, UpstreamClosed) else type(exc).__name__
+    """A connection failure in words, without the address (which its text may hold)."""
+    if isinstance(exc, UpstreamClosed):
+        return str(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    return "no connection"
 
 
 def _http_error(status: int, content: bytes, retry: str | None, where: str) -> Exception:
@@ -433,7 +440,7 @@ def _grpc_error(exc: Any, where: str) -> Exception:
     if code == grpc.StatusCode.UNAVAILABLE:
         # Its details are gRPC's own and name the address it could not reach: kept in the
         # cause, for the breaker's log line, and not given to clients.
-        return Retry(Unavailable(f"{where} answered {code.name}"))
+        return Retry(Unavailable(f"{where} is unreachable or unavailable ({code.name})"))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Retry(Overloaded(message, reason="upstream"))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

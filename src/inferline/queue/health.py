@@ -13,7 +13,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -52,7 +52,8 @@ class WorkerHealth:
         if path == "/metrics":
             return self._metrics(environ, start)  # type: ignore[no-any-return]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _json(start, "405 Method Not Allowed", {"error": "only GET is served here"})
+            body = {"error": "only GET is served here"}
+            return _json(start, "405 Method Not Allowed", body, [("Allow", "GET, HEAD")])
         if path in ("/health", "/health/live"):
             status, body = self.live()
         elif path == "/health/ready":
@@ -85,9 +86,12 @@ class WorkerHealth:
         return None
 
 
-def _json(start: StartResponse, status: str, body: dict[str, str]) -> list[bytes]:
+def _json(
+    start: StartResponse, status: str, body: dict[str, str], extra: Sequence[tuple[str, str]] = ()
+) -> list[bytes]:
     data = json.dumps(body).encode()
-    start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    start(status, [*headers, *extra])
     return [data]
 
 

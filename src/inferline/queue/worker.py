@@ -45,6 +45,8 @@ class Runner(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    def not_ready_reason(self, model: str | None = None) -> str: ...
+
     def results(
         self, name: str, texts: Sequence[str], deadline: float | None = None
     ) -> Awaitable[list[dict[str, Any]]]: ...
@@ -138,8 +140,8 @@ class Worker:
             return "draining: no new jobs are read"
         if self.redis_error is not None:
             return f"Redis cannot be reached ({self.redis_error}); retrying"
-        if not self.runner.ready:
-            return "the model cannot run jobs now; the jobs wait in the stream"
+        if not self.runner.ready:  # one stream for every model: no job is read meanwhile
+            return f"{self.runner.not_ready_reason()}; every job waits in the stream"
         if not self.reading:
             return "not reading the stream yet"
         return None
