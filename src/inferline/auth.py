@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from inferline.config import Settings
 from inferline.errors import Overloaded, Unauthorized
 
 log = logging.getLogger(__name__)
+
+MODEL_READY = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/ready")
 
 
 class KeyFile:
@@ -110,6 +113,9 @@ class ApiKeys:
         return bool(self._keys)
 
     def is_open(self, path: str) -> bool:
+        if path.endswith("/ready") and MODEL_READY.fullmatch(path):
+            # OIP files a model's readiness under health, as gRPC's ModelReady is here.
+            path = "/v2/health/ready"
         return path.startswith(self.open_paths)
 
     def identify(self, authorization: str | None, api_key: str | None) -> int:

@@ -49,6 +49,8 @@ def test_probes_metrics_and_docs_stay_open(keyed: Server) -> None:
         "/health/live",
         "/health/ready",
         "/v2/health/ready",
+        "/v2/models/sentiment/ready",  # OIP files it under health, as gRPC ModelReady
+        "/v2/models/sentiment/versions/1/ready",
         "/metrics",
         "/docs",
     ):
@@ -59,6 +61,8 @@ def test_every_protocol_asks_for_the_key(keyed: Server) -> None:
     r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "x"})
     assert r.status_code == 401 and r.json()["error"]["message"]
     r = httpx.get(keyed.url + "/v2/models/sentiment")
+    assert r.status_code == 401
+    r = httpx.get(keyed.url + "/v2/models/sentiment/versions/1")
     assert r.status_code == 401
     r = httpx.post(keyed.url + "/embed", json={"texts": ["x"]})
     assert r.status_code == 401
