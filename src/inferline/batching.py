@@ -163,18 +163,27 @@ class Batcher:
     async def submit(self, item: Item, deadline: float | None = None) -> FloatArray:
         """Run one item; ``deadline`` is a ``time.monotonic()`` instant."""
         (future,) = self.enqueue([item], deadline)
-        return await future
+        try:
+            return await future
+        finally:
+            # A raised error's traceback holds this frame, and the future holds the error:
+            # without this, every 504 or failure would leave a reference cycle behind.
+            del future
 
     async def submit_many(
         self, items: Sequence[Item], deadline: float | None = None
     ) -> list[FloatArray]:
         """Run several items, admitted together; if one fails, the rest are cancelled."""
         futures = self.enqueue(items, deadline)
+        rows: list[FloatArray] = []
         try:
-            return [await f for f in futures]
+            for future in futures:
+                rows.append(await future)
+            return rows
         finally:
-            for f in futures:
-                f.cancel()  # no-op on done futures; frees queue slots of the rest
+            for future in futures:
+                future.cancel()  # no-op on done futures; frees queue slots of the rest
+            del futures, future  # as in submit: no cycle through a raised error
 
     def enqueue(
         self, items: Sequence[Item], deadline: float | None

@@ -37,7 +37,9 @@ class Connection:
         else:
             self._gone.set()
 
-    async def post(self, app: Any, path: str, body: Any) -> list[Message]:
+    async def post(
+        self, app: Any, path: str, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> list[Message]:
         messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
 
         async def receive() -> Message:
@@ -51,7 +53,12 @@ class Connection:
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 self._gone.set()
 
-        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": path, "headers": []}
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "headers": headers or [],
+        }
         if self.hooked:
             scope[ON_DISCONNECT] = self.hook
         await app(scope, receive, send)

@@ -79,3 +79,44 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage(hooked: bool) -> Non
             await service.close(grace=5)
 
     asyncio.run(scenario())
+
+
+def test_deadlines_passing_in_the_queue_or_in_a_batch_leave_no_cyclic_garbage() -> None:
+    """A 504 raised into the waiting handler must not tie its frames to the error."""
+
+    async def scenario() -> None:
+        settings = Settings(model_dir=model_dir(), lanes=1, max_batch_size=1)
+        service = Service(settings)
+        await service.start()
+        batcher = service.models["sentiment"].batcher
+        real_infer = batcher._infer
+        gate = asyncio.Event()
+
+        async def gated(items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
+            await gate.wait()
+            return await real_infer(items)
+
+        batcher._infer = gated
+        app = create_app(settings, service)
+        hurried = [(b"x-request-timeout", b"0.1")]
+
+        async def call(i: int) -> list[Message]:
+            body = {"text": f"text {i}"} if i % 2 else {"texts": [f"text {i}", "and another"]}
+            return await Connection(True).post(app, "/predict", body, hurried)
+
+        gc.collect()
+        gc.disable()
+        try:
+            # Two batches of one take the lane and its waiting place; the rest queue. All
+            # expire, in their (held) batches or in the queue; one text or several a request.
+            calls = [asyncio.ensure_future(call(i)) for i in range(6)]
+            for sent in await asyncio.gather(*calls):
+                assert sent[0]["status"] == 504
+            gate.set()
+            await asyncio.sleep(0.2)  # the held batches end; their results are dropped
+            assert gc.collect() == 0, "a 504 left objects in reference cycles"
+        finally:
+            gc.enable()
+            await service.close(grace=5)
+
+    asyncio.run(scenario())
