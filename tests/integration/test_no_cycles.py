@@ -18,6 +18,22 @@ from tests.conftest import model_dir
 from tests.integration.connection import Connection
 
 
+async def gated_service(settings: Settings) -> tuple[Service, asyncio.Event]:
+    """The real service, whose sentiment batches wait for the returned event to be set."""
+    service = Service(settings)
+    await service.start()
+    batcher = service.models["sentiment"].batcher
+    real_infer = batcher._infer
+    gate = asyncio.Event()
+
+    async def gated(items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
+        await gate.wait()
+        return await real_infer(items)
+
+    batcher._infer = gated
+    return service, gate
+
+
 @pytest.mark.parametrize("hooked", [True, False], ids=["hook", "watcher"])
 def test_refusals_and_slow_requests_leave_no_cyclic_garbage(hooked: bool) -> None:
     """``hooked``: the scope carries api/wire.py's ON_DISCONNECT hook, as under inferline's
@@ -26,17 +42,8 @@ def test_refusals_and_slow_requests_leave_no_cyclic_garbage(hooked: bool) -> Non
     async def scenario() -> None:
         # A queue of 8 texts: the warm-up's size.
         settings = Settings(model_dir=model_dir(), lanes=1, max_batch_size=1, max_queue_items=8)
-        service = Service(settings)
-        await service.start()
+        service, gate = await gated_service(settings)
         batcher = service.models["sentiment"].batcher
-        real_infer = batcher._infer
-        gate = asyncio.Event()
-
-        async def gated(items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
-            await gate.wait()
-            return await real_infer(items)
-
-        batcher._infer = gated
         app = create_app(settings, service)
 
         connections: list[Connection] = []
@@ -86,17 +93,7 @@ def test_deadlines_passing_in_the_queue_or_in_a_batch_leave_no_cyclic_garbage() 
 
     async def scenario() -> None:
         settings = Settings(model_dir=model_dir(), lanes=1, max_batch_size=1)
-        service = Service(settings)
-        await service.start()
-        batcher = service.models["sentiment"].batcher
-        real_infer = batcher._infer
-        gate = asyncio.Event()
-
-        async def gated(items: Sequence[Item]) -> Sequence[FloatArray | BaseException]:
-            await gate.wait()
-            return await real_infer(items)
-
-        batcher._infer = gated
+        service, gate = await gated_service(settings)
         app = create_app(settings, service)
         hurried = [(b"x-request-timeout", b"0.1")]
 
