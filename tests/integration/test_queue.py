@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,7 +18,7 @@ from inferline.queue.keys import connect, keys_of
 from inferline.queue.producer import Producer
 from inferline.queue.worker import Job, Worker
 from inferline.service import Service
-from tests.conftest import RedisServer, model_dir
+from tests.conftest import RedisServer, ServerFactory, free_port, model_dir
 
 pytestmark = pytest.mark.integration
 
@@ -351,3 +352,54 @@ def test_a_worker_holds_at_most_its_prefetch(redis_server: RedisServer) -> None:
         assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
 
     run(settings, body, GatedService)
+
+
+def test_a_down_upstream_holds_its_jobs_and_the_other_models_flow(
+    redis_server: RedisServer, server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """``embedding`` on a remote OIP upstream that is down: its job is held in hand (its
+    lease renewed, no delivery spent) while ``sentiment`` jobs run; it runs once the
+    upstream comes up."""
+    ports = {"INFERLINE_PORT": str(free_port()), "INFERLINE_GRPC_PORT": str(free_port())}
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f"""
+[models.embedding]
+engine = "oip"
+url = "http://127.0.0.1:{ports["INFERLINE_PORT"]}"
+health_interval_s = 0.2
+"""
+    )
+    settings = settings_for(redis_server, models_config=config, queue_reclaim_idle_s=1.0)
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(settings)
+        assert not worker.runner.model_ready("embedding")  # nothing listens there yet
+        held, _ = await producer.submit("embedding", ["waits for its upstream"])
+        task = asyncio.create_task(worker.run())
+        try:
+            local, _ = await producer.submit("sentiment", ["runs meanwhile"])
+            await wait_for_status(producer, local, "done")
+            await asyncio.sleep(2.5)  # past the reclaim idle time: its lease was renewed
+            assert await producer.status(held) == {"id": held, "status": "pending"}
+            (entry,) = await client.xpending_range(keys.stream, keys.group, "-", "+", 10)
+            assert entry["times_delivered"] == 1 and entry["consumer"] == worker.name
+            await asyncio.to_thread(server_factory, ports)  # the upstream comes up
+            outcome = await wait_for_status(producer, held, "done")
+            assert len(outcome["results"][0]["embedding"]) == 384
+        finally:
+            worker.stop()
+            await task
+
+    run(settings, body)
+
+
+async def wait_for_status(
+    producer: Producer, job_id: str, status: str, limit: float = 60
+) -> dict[str, Any]:
+    async with asyncio.timeout(limit):
+        while True:
+            outcome = await producer.status(job_id)
+            if outcome is not None and outcome["status"] == status:
+                return outcome
+            await asyncio.sleep(0.05)

@@ -40,12 +40,11 @@ NOT_READY_WAIT_S = 0.5  # a full or slow batcher: retried in place before the jo
 
 
 class Runner(Protocol):
-    """What the worker needs of a Service: ``results``, and whether it can run them now."""
-
-    @property
-    def ready(self) -> bool: ...
+    """What the worker needs of a Service: ``results``, and which models can run now."""
 
     def not_ready_reason(self, model: str | None = None) -> str: ...
+
+    def model_ready(self, name: str) -> bool: ...
 
     def results(
         self, name: str, texts: Sequence[str], deadline: float | None = None
@@ -140,7 +139,7 @@ class Worker:
             return "draining: no new jobs are read"
         if self.redis_error is not None:
             return f"Redis cannot be reached ({self.redis_error}); retrying"
-        if not self.runner.ready:  # one stream for every model: no job is read meanwhile
+        if not self._can_run():
             return f"{self.runner.not_ready_reason()}; every job waits in the stream"
         if not self.reading:
             return "not reading the stream yet"
@@ -173,10 +172,10 @@ class Worker:
                             for task in done:
                                 task.result()  # a Redis error goes to the backoff below
                             continue
-                        if not self.runner.ready:
-                            # A remote engine's upstream is down: leave the jobs in the
-                            # stream (other workers, or this one later) rather than burn
-                            # their deliveries on certain failures.
+                        if not self._can_run():
+                            # Loading, or every model's upstream is down: leave the jobs
+                            # in the stream (other workers, or this one later) rather than
+                            # burn their deliveries on certain failures.
                             await self._sleep(NOT_READY_WAIT_S)
                             continue
                         jobs = await self.fetch()
@@ -197,6 +196,14 @@ class Worker:
         finally:
             if in_flight:  # the jobs in hand are written before run returns
                 await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _can_run(self) -> bool:
+        """Whether some model can run jobs now (the jobs of one whose remote upstream is
+        down are held: ``_hold``)."""
+        return any(self.runner.model_ready(model) for model in MODELS)
+
+    def _held(self, job: Job) -> bool:
+        return job.model in MODELS and not self.runner.model_ready(job.model)
 
     async def ensure_group(self) -> None:
         try:
@@ -322,23 +329,40 @@ class Worker:
                 self._check(job)
         lease = asyncio.create_task(self._keep_leases(jobs))
         try:
-            todo = [job for job in jobs if job.outcome is None]
-            await asyncio.gather(*(self._run(job) for job in todo))
-            # An engine failure fails a whole batch: run the failed ones alone, so that one
-            # poison job does not take its batch mates with it.
-            for job in todo:
-                if job.outcome is None and not self.stopping:
-                    await self._run(job)
+            held: list[Job] = []
+            now: list[Job] = []
+            for job in jobs:  # decided once: readiness may change at any moment
+                (held if job.outcome is None and self._held(job) else now).append(job)
+            await self._run_all(now)
+            await self._write([job for job in now if job.outcome is not None])
+            if held and await self._hold(held):
+                await self._run_all(held)
+                await self._write([job for job in held if job.outcome is not None])
         finally:
             lease.cancel()
-        for job in jobs:
+
+    async def _run_all(self, jobs: list[Job]) -> None:
+        todo = [job for job in jobs if job.outcome is None]
+        await asyncio.gather(*(self._run(job) for job in todo))
+        # An engine failure fails a whole batch: run the failed ones alone, so that one
+        # poison job does not take its batch mates with it.
+        for job in todo:
+            if job.outcome is None and not self.stopping:
+                await self._run(job)
+        for job in todo:
             if job.outcome is None and job.deliveries >= self.settings.queue_max_deliveries:
                 job.dead = True
-                job.finish(
-                    FAILED,
-                    f"failed {job.deliveries} times; last error: {job.error}",
-                )
-        await self._write([job for job in jobs if job.outcome is not None])
+                job.finish(FAILED, f"failed {job.deliveries} times; last error: {job.error}")
+
+    async def _hold(self, jobs: list[Job]) -> bool:
+        """Keep the jobs of models whose remote upstream is down (their leases renewed,
+        which spends no delivery) until it is back; the others' results are written
+        meanwhile. False when the worker stops first: they stay pending, for a reclaim."""
+        while any(self._held(job) for job in jobs):
+            if self.stopping:
+                return False
+            await self._sleep(NOT_READY_WAIT_S)
+        return True
 
     def _check(self, job: Job) -> None:
         """The checks and limits of POST /v1/jobs, for jobs that came another way (the
