@@ -42,6 +42,9 @@ InferFn = Callable[[Sequence[Item]], Awaitable[Sequence[FloatArray | BaseExcepti
 BatchHook = Callable[["BatchReport"], None]
 
 
+LATE = "before the model answered"  # a deadline that passed while its batch ran
+
+
 @dataclass(frozen=True, slots=True)
 class BatcherLimits:
     """Defaults match Settings' (docs there); the service builds these from Settings."""
@@ -84,6 +87,24 @@ class _Entry:
 
 def _seq(entry: _Entry) -> int:
     return entry.seq
+
+
+def _fail(batch: list[_Entry], exc: Exception) -> None:
+    """Fail the entries still waiting with the batch's error: an InferlineError as it is,
+    anything else as an opaque EngineError."""
+    error = exc if isinstance(exc, InferlineError) else EngineError("inference failed")
+    if error is not exc:
+        error.__cause__ = exc
+    now = time.monotonic()
+    for entry in batch:
+        if entry.future.done():
+            continue
+        if entry.deadline is not None and entry.deadline <= now:
+            # A failure at the caller's deadline (a remote engine ends its call there)
+            # reads as the timer's 504 would, whichever of the two came first.
+            entry.future.set_exception(DeadlineExceeded(f"the deadline passed {LATE}"))
+        else:
+            entry.future.set_exception(error)
 
 
 class _Batch(list[Item]):
@@ -312,7 +333,7 @@ class Batcher:
             entry = self._inflight.get(seq)
         if entry is not None and not entry.future.done():
             entry.timer = None
-            where = "while the request was queued" if queued else "before the model answered"
+            where = "while the request was queued" if queued else LATE
             entry.future.set_exception(DeadlineExceeded(f"the deadline passed {where}"))
 
     def _on_done(self, seq: int, _future: asyncio.Future[FloatArray]) -> None:
@@ -428,12 +449,7 @@ class Batcher:
                     entry.future.set_result(out)
         except Exception as exc:
             failed = True
-            error = exc if isinstance(exc, InferlineError) else EngineError("inference failed")
-            if error is not exc:
-                error.__cause__ = exc
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            _fail(batch, exc)
         finally:
             self._slots.release()
             self._wakeup.set()

@@ -123,6 +123,31 @@ def test_deadline_passing_in_a_running_batch_answers_at_the_deadline() -> None:
     run(scenario)
 
 
+def test_a_batch_failing_past_a_callers_deadline_reads_as_that_deadline() -> None:
+    """A remote engine ends its call at the callers' deadline and fails the batch then: the
+    caller must hear the same 504 as from its own timer, whichever comes first."""
+
+    async def scenario() -> None:
+        engine = CountingEngine()
+        engine.gate = asyncio.Event()
+        engine.fail_with = Unavailable("the upstream of model 'x' is unavailable")
+        b = make(engine, max_batch_size=8, concurrency=1, max_delay=0.02)
+        hurried = asyncio.ensure_future(b.submit(item(1), deadline=time.monotonic() + 0.05))
+        patient = asyncio.ensure_future(b.submit(item(2)))
+        await asyncio.sleep(0.03)
+        assert len(engine.batches) == 1
+        # The loop is held past the deadline, so that its timer cannot fire first.
+        time.sleep(0.05)  # noqa: ASYNC251
+        engine.gate.set()
+        with pytest.raises(DeadlineExceeded, match="before the model answered"):
+            await hurried
+        with pytest.raises(Unavailable):
+            await patient
+        await b.close()
+
+    run(scenario)
+
+
 def test_a_batch_with_a_caller_without_deadline_has_none() -> None:
     async def scenario() -> None:
         engine = CountingEngine()
