@@ -77,7 +77,7 @@ class Breaker:
     def check(self) -> None:
         """Fail fast while open."""
         if self.open:
-            raise Unavailable(f"the upstream of model {self.name!r} is unavailable")
+            raise Unavailable(f"{upstream_of(self.name)} is unavailable")
 
     def success(self) -> None:
         """A batch succeeded: the failures in a row start again from zero."""
