@@ -337,6 +337,31 @@ def test_a_truncated_body_leaves_the_server_serving(
     )
 
 
+@pytest.mark.parametrize("path", [PREDICT, INFER])
+def test_byte_counts_of_5000_digits(server: Server, path: str) -> None:
+    """Python's int() refuses strings over 4,300 digits: a Content-Length or an OIP header
+    length that long, zero-padded, was a 500."""
+    body = b'{"text": "Works great."}' if path == PREDICT else oip()
+
+    def with_length(length: bytes, *headers: bytes) -> Reply:
+        sent = request(path, body, *headers)
+        return exchange(server, sent.replace(b"length: %d" % len(body), b"length: " + length))
+
+    padded = b"0" * 5000
+    assert with_length(padded + b"%d" % len(body)).status == 200
+    reply = with_length(padded + b"9" * 18)  # a count httptools takes: the body limit's 413
+    assert reply.status == 413 and str(LIMIT) in json.loads(reply.body)["error"], reply
+    reply = with_length(b"9" * 5000)  # past 64 bits: httptools' malformed request
+    assert reply.status == 400 and "malformed" in json.loads(reply.body)["error"], reply
+    if path == INFER:
+        header = b"inference-header-content-length: "
+        sent = request(path, body, header + padded + b"%d" % len(body))
+        assert exchange(server, sent).status == 200
+        reply = exchange(server, request(path, body, header + b"9" * 5000))
+        assert reply.status == 400, reply
+        assert "Inference-Header-Content-Length" in json.loads(reply.body)["error"]
+
+
 def total(metrics: str, name: str, label: str) -> float:
     """The sum of a counter's series that carry ``label``."""
     return sum(

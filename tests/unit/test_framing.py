@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferline.api.framing import MAX_LINE, BodyDecoder, FramingError
+from inferline.api.framing import HUGE, MAX_LINE, BodyDecoder, FramingError, byte_count
 
 BODY = b'{"text": "a body that arrives after an Upgrade offer"}'
 CHUNKED = b"5\r\n" + BODY[:5] + b"\r\n" + b"%x;name=value\r\n" % (len(BODY) - 5) + BODY[5:]
@@ -87,3 +87,29 @@ def test_malformed_chunks_are_refused(data: bytes) -> None:
     dec = decoder((b"transfer-encoding", b"chunked"))
     with pytest.raises(FramingError):
         dec.feed(data)
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        (b"0", 0),
+        (b"42", 42),
+        (b"0" * 5000 + b"42", 42),  # int() refuses strings over 4,300 digits
+        (b"9" * 5000, HUGE),
+        (b"1" + b"0" * 18, HUGE),
+        (b"", None),
+        (b"-1", None),
+        (b"+1", None),
+        (b" 1", None),
+        (b"1e3", None),
+        ("٣".encode(), None),  # a digit, but not an ASCII one
+    ],
+)
+def test_byte_count(value: bytes, count: int | None) -> None:
+    assert byte_count(value) == count
+
+
+def test_a_content_length_of_5000_digits() -> None:
+    padded = decoder((b"content-length", b"0" * 5000 + b"%d" % len(BODY)))
+    assert feed_in_pieces(padded, BODY + NEXT, 1000) == (BODY, True, NEXT)
+    assert decoder((b"content-length", b"9" * 5000)).remaining == HUGE

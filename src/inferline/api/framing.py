@@ -13,6 +13,18 @@ from dataclasses import dataclass, field
 
 MAX_LINE = 4096  # a chunk-size line or a trailer line longer than this is refused
 MAX_TRAILERS = 64
+HUGE = 10**18  # a count with more significant digits than this one reads as this
+
+
+def byte_count(value: bytes) -> int | None:
+    """The decimal byte count ``value`` (a Content-Length, say), or None when it is not one.
+
+    Leading zeros are valid, and ``int`` refuses strings over 4,300 digits (a ValueError,
+    so a 500): zeros are dropped, and a count too large for any limit reads as HUGE."""
+    if not value.isdigit():
+        return None
+    digits = value.lstrip(b"0")
+    return HUGE if len(digits) > 18 else int(digits or b"0")
 
 
 class FramingError(ValueError):
@@ -40,10 +52,10 @@ class BodyDecoder:
         lengths = {v.strip() for k, v in headers if k == b"content-length"}
         if not lengths:
             return cls()
-        if len(lengths) > 1 or not all(c in b"0123456789" for c in next(iter(lengths))):
+        length = byte_count(lengths.pop()) if len(lengths) == 1 else None
+        if length is None:
             raise FramingError("a Content-Length that is not one byte count")
-        (length,) = lengths
-        return cls(remaining=int(length))
+        return cls(remaining=length)
 
     @property
     def done(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from inferline.api.coding import inflate
+from inferline.api.framing import byte_count
 from inferline.errors import InvalidInput, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
@@ -55,8 +56,8 @@ class Request:
         return None
 
     async def body(self) -> bytes:
-        declared = self.header(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        declared = byte_count(self.header(b"content-length") or b"")
+        if declared is not None and declared > self.max_body:
             raise PayloadTooLarge(f"the body is over the limit of {self.max_body} bytes")
         chunks: list[bytes] = []
         size = 0

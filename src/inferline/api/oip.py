@@ -16,6 +16,7 @@ import orjson
 
 from inferline.api import tensors
 from inferline.api.app import Route
+from inferline.api.framing import byte_count
 from inferline.api.http import DUMP_OPTIONS, Request, Send, parse_json, send_bytes, send_json
 from inferline.api.tensors import BadTensor, Signature, Tensor
 from inferline.api.validation import deadline_of
@@ -107,11 +108,12 @@ async def _read(request: Request) -> tuple[dict[str, Any], memoryview]:
     header = request.header(HEADER_LENGTH)
     size = len(raw)
     if header is not None:
-        if not header.isdigit() or int(header) > len(raw):
+        declared = byte_count(header)
+        if declared is None or declared > len(raw):
             raise BadTensor(
                 f"Inference-Header-Content-Length must be a byte count of at most {len(raw)}"
             )
-        size = int(header)
+        size = declared
     view = memoryview(raw)
     if size == 0:
         raise BadTensor("the body is empty; send an inference request object")
