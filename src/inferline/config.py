@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     """Most texts in one request; more get 422."""
     max_text_chars: int = Field(20_000, ge=1)
     """Longest text in characters; longer ones get 422. Texts over the model's token limit
-    are truncated, and the response says so."""
+    are truncated (``/predict`` and ``/embed`` say so per text)."""
     max_header_bytes: int = Field(16_384, ge=1024)
     """Largest total size of a request's headers; larger ones get 431."""
     keep_alive_s: float = Field(5.0, gt=0)

@@ -158,6 +158,12 @@ CASES: dict[str, Case] = {
         400,
         "limit is 8",
     ),
+    "oip-output-unknown-field": Case(
+        INFER,
+        oip({"inputs": [tensor(["a"])], "outputs": [{"name": "score", "binary": True}]}),
+        400,
+        "unknown field(s) in output 'score': binary",
+    ),
     # negative, NaN and infinite numbers where numbers are expected
     "oip-shape-negative": Case(INFER, oip(shape=[-1]), 400, "shape [N]"),
     "oip-shape-fraction": Case(INFER, oip(shape=[1.5]), 400, "list of integers"),
@@ -226,6 +232,9 @@ for value in (
         CASES[f"timeout-{value!r}-{path}"] = Case(
             path, body, 400, "timeout", JSON | {"x-request-timeout": value}
         )
+CASES["timeout-400-digits"] = Case(  # overflows to inf: positive, but not finite
+    PREDICT, b'{"text": "a"}', 400, "finite, positive", JSON | {"x-request-timeout": "9" * 400}
+)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

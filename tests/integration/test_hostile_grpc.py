@@ -134,6 +134,25 @@ CASES: dict[str, tuple[Any, grpc.StatusCode, str]] = {
     "timeout-bool": (with_timeout(lambda p: setattr(p, "bool_param", True)), INVALID, "timeout"),
     "timeout-string": (with_timeout(lambda p: setattr(p, "string_param", "9")), INVALID, "timeout"),
     "timeout-unset": (with_timeout(lambda p: p.Clear()), INVALID, "timeout"),
+    # shared memory: the data would come back in the response, not in the client's region
+    "shm-input": (
+        changed(
+            raw(b"", [1]),
+            lambda r: setattr(r.inputs[0].parameters["shared_memory_region"], "string_param", "r"),
+        ),
+        INVALID,
+        "shared memory",
+    ),
+    "shm-output": (
+        changed(
+            typed(b"fine"),
+            lambda r: setattr(
+                r.outputs.add(name="score").parameters["shared_memory_region"], "string_param", "r"
+            ),
+        ),
+        INVALID,
+        "shared memory",
+    ),
 }
 
 

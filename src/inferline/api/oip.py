@@ -29,6 +29,7 @@ REQUEST_FIELDS = {"id", "parameters", "inputs", "outputs"}
 # KServe's client (kserve.InferRequest.to_rest) also names the model in the body.
 ROUTE_FIELDS = {"model_name", "model_version"}
 INPUT_FIELDS = {"name", "shape", "datatype", "parameters", "data"}
+OUTPUT_FIELDS = {"name", "parameters"}
 
 
 def routes(service: Service) -> list[Route]:
@@ -158,8 +159,7 @@ def _input(sig: Signature, inputs: Any, binary: memoryview) -> tuple[Sequence[An
         raise BadTensor(f"input {tensors.INPUT!r} needs 'shape', a list of integers")
     count = tensors.check_header(tensor.get("datatype"), [int(d) for d in shape])
     parameters = _object(tensor.get("parameters", {}), "parameters")
-    if "shared_memory_region" in parameters:
-        raise BadTensor("shared memory tensors are not supported")
+    tensors.check_parameters(parameters)
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         if "data" in tensor:
@@ -192,12 +192,14 @@ def _requested(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], dic
         name = output.get("name")
         if not isinstance(name, str):
             raise BadTensor("each output needs a 'name', a string")
+        unknown = sorted(set(output) - OUTPUT_FIELDS)
+        if unknown:
+            raise BadTensor(f"unknown field(s) in output {name!r}: {', '.join(unknown)}")
         params = _object(output.get("parameters", {}), f"outputs[{name!r}].parameters")
         class_count = params.get("class_count", 0)
         if isinstance(class_count, bool) or class_count != 0:
             raise BadTensor("the classification extension (class_count) is not supported")
-        if "shared_memory_region" in params:
-            raise BadTensor("shared memory tensors are not supported")
+        tensors.check_parameters(params)
         flag = params.get("binary_data", default)
         if not isinstance(flag, bool):
             raise BadTensor(f"'binary_data' of output {name!r} must be a boolean")

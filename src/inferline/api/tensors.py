@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ INPUT = "text"
 BYTES = "BYTES"
 FP32 = "FP32"
 EXTENSIONS = ["binary_tensor_data"]  # over REST, as Triton defines it
+SHARED_MEMORY = "shared_memory_region"
 LABELS_PARAMETER = "labels"  # the class names, comma-separated, in probability order
 _LENGTH = struct.Struct("<I")
 
@@ -130,6 +131,14 @@ def check_names(sig: Signature, names: Sequence[Any]) -> None:
         raise BadTensor(f"missing input {INPUT!r}")
     if len(names) > 1:
         raise BadTensor(f"input {INPUT!r} is given {len(names)} times")
+
+
+def check_parameters(names: Iterable[str]) -> None:
+    """A tensor's parameters must not ask for shared memory, which neither protocol serves
+    here: over gRPC an output's data would go back in the response, where a client reading
+    its region would not look."""
+    if SHARED_MEMORY in names:
+        raise BadTensor("shared memory tensors are not supported")
 
 
 def check_header(datatype: Any, shape: Sequence[Any]) -> int:
@@ -237,6 +246,6 @@ def timeout_parameter(parameters: dict[str, Any]) -> float | None:
     value = parameters["timeout"]
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or value <= 0:  # NaN passes "<= 0"
-        raise BadTensor("the 'timeout' parameter must be a positive number of microseconds")
+        raise BadTensor("the 'timeout' parameter must be a finite, positive number of microseconds")
     # The smallest timeouts underflow to 0 s; they are still positive, and pass at once.
     return max(float(value) / 1e6, math.ulp(0.0))

@@ -70,5 +70,7 @@ def deadline_of(request: Request, settings: Settings, timeout: Any = None) -> fl
     except (TypeError, ValueError):
         raise InvalidInput("the request timeout must be a number of seconds", status=400) from None
     if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInput("the request timeout must be a positive number of seconds", status=400)
+        raise InvalidInput(
+            "the request timeout must be a finite, positive number of seconds", status=400
+        )
     return time.monotonic() + min(seconds, settings.request_timeout_s * 10)

@@ -161,6 +161,7 @@ class InferenceServicer:
         sig = tensors.signature(self.service, request.model_name, request.model_version)
         tensors.check_names(sig, [t.name for t in request.inputs])
         (tensor,) = request.inputs
+        tensors.check_parameters(tensor.parameters)
         count = tensors.check_header(tensor.datatype, list(tensor.shape))
         raw = bool(request.raw_input_contents)
         values: Any
@@ -178,6 +179,7 @@ class InferenceServicer:
         texts = tensors.texts_of(values, count, self.settings)
         requested = []
         for output in request.outputs:
+            tensors.check_parameters(output.parameters)
             if "classification" in output.parameters:
                 raise BadTensor("the classification extension is not supported")
             requested.append(output.name)
