@@ -11,14 +11,15 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from inferline.config import Settings
-from inferline.errors import Overloaded, Unauthorized
+from inferline.errors import InvalidKey, Overloaded, Unauthorized
 
 log = logging.getLogger(__name__)
 
+CREDENTIALS = {"authorization": "Authorization", "x-api-key": "X-API-Key"}
 MODEL_READY = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/ready")
 
 
@@ -118,11 +119,21 @@ class ApiKeys:
             path = "/v2/health/ready"
         return path.startswith(self.open_paths)
 
-    def identify(self, authorization: str | None, api_key: str | None) -> int:
-        """Return an id of the presented key (for :meth:`slot`), or raise Unauthorized."""
+    def identify(self, headers: Iterable[tuple[str, str]]) -> int:
+        """Return an id of the key presented in ``headers`` (lower-case names, as each
+        protocol gives them), for :meth:`slot`, or raise Unauthorized.
+
+        ``X-API-Key`` is read before ``Authorization: Bearer``, so a proxy's own
+        Authorization can pass through. Either one repeated with different values is
+        refused: a proxy in front and this service could each read a different one."""
         if self._file is not None:
             self._reload()
-        presented = api_key.strip() if api_key else None  # an empty one is not a key
+        found: dict[str, str] = {}
+        for name, value in headers:
+            if name in CREDENTIALS and found.setdefault(name, value) != value:
+                raise Unauthorized(f"the {CREDENTIALS[name]} header is sent more than once")
+        presented = found.get("x-api-key", "").strip()  # an empty one is not a key
+        authorization = found.get("authorization")
         if not presented and authorization is not None:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer":
@@ -130,11 +141,11 @@ class ApiKeys:
         if not presented:
             raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
         candidate = presented.encode()
-        found = False
+        matched = False
         for key in self._keys:  # compare with every key: timing says nothing
-            found |= hmac.compare_digest(candidate, key)
-        if not found:
-            raise Unauthorized("the API key is not valid")
+            matched |= hmac.compare_digest(candidate, key)
+        if not matched:
+            raise InvalidKey("the API key is not valid")
         return hash(candidate)  # the same across reloads, unlike a position in the list
 
     @contextlib.contextmanager

@@ -4,6 +4,7 @@
     +-- InvalidInput          the client sent something unusable      (HTTP 400/422)
     |   +-- PayloadTooLarge   body over the size limit                (HTTP 413)
     +-- Unauthorized          missing or wrong API key                (HTTP 401)
+    |   +-- InvalidKey        a key was sent, and is not one configured
     +-- NotFound              unknown model, version or route         (HTTP 404)
     +-- Overloaded            a bounded queue or a key's slots are full (HTTP 429)
     +-- Unavailable           not ready yet, or draining              (HTTP 503)
@@ -39,6 +40,10 @@ class PayloadTooLarge(InvalidInput):
 
 class Unauthorized(InferlineError):
     """No API key, or one that is not configured."""
+
+
+class InvalidKey(Unauthorized):
+    """The key sent is not a configured one (RFC 6750's ``invalid_token``)."""
 
 
 class NotFound(InferlineError):

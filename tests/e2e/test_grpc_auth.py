@@ -188,3 +188,44 @@ def test_without_a_key_an_unparseable_message_is_unauthenticated(
     requests = 'inferline_requests_total{model="none",protocol="oip_grpc",status="%s"} %s'
     assert requests % ("UNAUTHENTICATED", "2.0") in text  # ModelInfer's, counted
     assert requests % ("INVALID_ARGUMENT", "1.0") in text
+
+
+def test_a_repeated_key_header_is_refused_on_both_protocols(server_factory: ServerFactory) -> None:
+    """HTTP read the first of two X-API-Key headers and gRPC the last, so one request was
+    refused on one protocol and served on the other. Now both refuse two different values;
+    a wrong key says invalid_token (RFC 6750), and X-API-Key is read before Authorization."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    server = server_factory({"INFERLINE_API_KEYS": "good-key-1"})
+    both = [("x-api-key", "nope"), ("x-api-key", "good-key-1")]
+    cases = {
+        "repeated": (both, 401, "more than once"),
+        "repeated-reversed": (both[::-1], 401, "more than once"),
+        "wrong": ([("x-api-key", "nope")], 401, "not valid"),
+        "proxy-bearer": ([("authorization", "Bearer proxy"), ("x-api-key", "good-key-1")], 200, ""),
+    }
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelMetadataRequest(name="sentiment")
+        for name, (headers, status, message) in cases.items():
+            r = httpx.get(server.url + "/v2/models/sentiment", headers=headers)
+            assert r.status_code == status, name
+            try:
+                stub.ModelMetadata(request, metadata=headers, timeout=10)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+                assert message in (exc.details() or ""), name
+            assert code == (
+                grpc.StatusCode.OK if status == 200 else grpc.StatusCode.UNAUTHENTICATED
+            )
+            if status == 401:
+                assert message in r.json()["error"], name
+                invalid = 'error="invalid_token"' in r.headers["www-authenticate"]
+                assert invalid == (name == "wrong"), name
+    r = httpx.post(
+        server.url + "/v1/embeddings",
+        json={"model": "all-MiniLM-L6-v2", "input": "x"},
+        headers={"authorization": "Bearer nope"},
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"

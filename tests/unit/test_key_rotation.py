@@ -10,7 +10,7 @@ import pytest
 
 from inferline.auth import ApiKeys
 from inferline.config import Settings
-from inferline.errors import Unauthorized
+from inferline.errors import InvalidKey, Unauthorized
 
 
 class Clock:
@@ -30,7 +30,7 @@ def rewrite(path: Path, text: str) -> None:
 
 def accepts(keys: ApiKeys, key: str) -> bool:
     try:
-        keys.identify(None, key)
+        keys.identify([("x-api-key", key)])
     except Unauthorized:
         return False
     return True
@@ -60,7 +60,7 @@ def test_an_empty_or_missing_file_keeps_the_keys(setup: tuple[ApiKeys, Path, Clo
     clock.now += 5
     assert accepts(keys, "old-key")  # an empty file does not open the API...
     with pytest.raises(Unauthorized):
-        keys.identify(None, None)  # ...nor does it turn keys off
+        keys.identify([])  # ...nor does it turn keys off
     path.unlink()
     clock.now += 5
     assert accepts(keys, "old-key")
@@ -89,7 +89,35 @@ def test_a_bom_and_an_empty_x_api_key_hide_nothing(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbffirst-key\r\nsecond-key\r\n")  # as Notepad saves it
     keys = ApiKeys.from_settings(Settings(api_keys_file=path), Clock())
     assert accepts(keys, "first-key") and accepts(keys, "second-key")
-    keys.identify("Bearer first-key", "")  # an empty X-API-Key does not hide the bearer
-    keys.identify("Bearer first-key", "  ")
+    bearer = ("authorization", "Bearer first-key")
+    keys.identify([bearer, ("x-api-key", "")])  # an empty X-API-Key does not hide the bearer
+    keys.identify([bearer, ("x-api-key", "  ")])
     with pytest.raises(Unauthorized):
-        keys.identify(None, "")
+        keys.identify([("x-api-key", "")])
+
+
+@pytest.mark.parametrize(
+    ("headers", "outcome"),
+    [
+        # X-API-Key is read first, so a proxy's own Authorization can pass through
+        ([("authorization", "Bearer proxy-token"), ("x-api-key", "first-key")], "ok"),
+        ([("authorization", "Bearer first-key"), ("x-api-key", "wrong")], "invalid"),
+        # a header repeated with different values: each reader could take another one
+        ([("x-api-key", "wrong"), ("x-api-key", "first-key")], "repeated"),
+        ([("x-api-key", "first-key"), ("x-api-key", "wrong")], "repeated"),
+        ([("authorization", "Bearer wrong"), ("authorization", "Bearer first-key")], "repeated"),
+        ([("x-api-key", "first-key"), ("x-api-key", "first-key")], "ok"),  # the same twice
+        ([("authorization", "Basic eDp5")], "missing"),
+        ([("authorization", "Bearer nope")], "invalid"),
+    ],
+)
+def test_which_key_counts(headers: list[tuple[str, str]], outcome: str) -> None:
+    keys = ApiKeys.from_settings(Settings(api_keys="first-key"), Clock())
+    if outcome == "ok":
+        keys.identify(headers)
+        return
+    with pytest.raises(Unauthorized) as caught:
+        keys.identify(headers)
+    assert isinstance(caught.value, InvalidKey) == (outcome == "invalid")
+    message = {"invalid": "not valid", "repeated": "more than once", "missing": "required"}
+    assert message[outcome] in str(caught.value)

@@ -32,6 +32,7 @@ from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
     InvalidInput,
+    InvalidKey,
     NotFound,
     Overloaded,
     Unauthorized,
@@ -69,6 +70,7 @@ class Route:
     queue: Callable[[dict[str, str]], Batcher] | None = None
 
 
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 STATUS: dict[type[InferlineError], int] = {
     Unauthorized: 401,
     NotFound: 404,
@@ -97,6 +99,8 @@ def status_of(exc: InferlineError) -> int:
 
 
 def error_headers(exc: InferlineError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, InvalidKey):  # RFC 6750, section 3.1
+        return [(b"www-authenticate", b'Bearer realm="inferline", error="invalid_token"')]
     if isinstance(exc, Unauthorized):
         return [(b"www-authenticate", b'Bearer realm="inferline"')]
     if isinstance(exc, Overloaded):
@@ -367,13 +371,12 @@ class App:
         return True
 
     def _identify(self, headers: list[tuple[bytes, bytes]]) -> int:
-        """The presented API key's id, from the first ``Authorization`` and ``X-API-Key``
-        headers; Unauthorized when there is no valid one."""
-        found: dict[bytes, str] = {}
-        for name, value in headers:
-            if name in (b"authorization", b"x-api-key") and name not in found:
-                found[name] = value.decode("latin-1")
-        return self.keys.identify(found.get(b"authorization"), found.get(b"x-api-key"))
+        """The presented API key's id (ApiKeys.identify); Unauthorized without a valid one."""
+        return self.keys.identify(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in headers
+            if name in CREDENTIAL_HEADERS
+        )
 
     async def _error(self, send: Send, exc: InferlineError, body: ErrorBody) -> None:
         status = status_of(exc)

@@ -17,6 +17,7 @@ from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
     InvalidInput,
+    InvalidKey,
     NotFound,
     Overloaded,
     Unavailable,
@@ -41,6 +42,8 @@ def error_body(status: int, message: str, exc: InferlineError | None) -> dict[st
     kind, code, param = "invalid_request_error", None, getattr(exc, "param", None)
     if isinstance(exc, NotFound):
         code, param = "model_not_found", "model"
+    elif isinstance(exc, InvalidKey):
+        code = "invalid_api_key"
     elif isinstance(exc, Overloaded):
         kind, code = "rate_limit_error", "rate_limit_exceeded"
     elif isinstance(exc, Unavailable):

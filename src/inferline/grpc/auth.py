@@ -47,8 +47,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 def identify(keys: ApiKeys, metadata: Any) -> int:
     """The key presented in a call's metadata (``authorization: Bearer`` or ``x-api-key``),
     as :meth:`ApiKeys.identify` checks it."""
-    found = {k.lower(): v for k, v in metadata or () if isinstance(v, str)}
-    return keys.identify(found.get("authorization"), found.get("x-api-key"))
+    return keys.identify((k.lower(), v) for k, v in metadata or () if isinstance(v, str))
 
 
 def _abort(handler: Any, code: grpc.StatusCode, message: str) -> Any:
