@@ -73,6 +73,7 @@ class ChatReply(Protocol):
 
     status: int
     content_type: bytes
+    upstream: str  # how errors name it: "the upstream of model 'X'"
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as it arrives; read only as fast as the caller asks."""
@@ -90,10 +91,13 @@ class ChatEngine(Protocol):
 
     async def start(self) -> None: ...
 
-    def open(self, path: str, body: dict[str, Any]) -> AbstractAsyncContextManager[ChatReply]:
+    def open(
+        self, path: str, body: dict[str, Any], deadline: float | None = None
+    ) -> AbstractAsyncContextManager[ChatReply]:
         """Send ``body`` (its ``model`` already the upstream's) to ``path``, e.g.
         ``/chat/completions``; the reply is closed, and the upstream request with it, on
-        leaving the context."""
+        leaving the context. ``deadline`` (``time.monotonic()``), when sooner than the
+        engine's own timeout, bounds the wait for the reply to start."""
         ...
 
     async def close(self) -> None: ...

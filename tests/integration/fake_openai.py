@@ -6,7 +6,11 @@ A pure ASGI app on uvicorn, in a thread of the test process: ``GET /v1/models``,
 last message's text (chat) or the prompt (completions) picks a behaviour: ``rate-limited``
 (429, Retry-After 0), ``rate-limited-long`` (429, Retry-After 120), ``flaky`` (503 on the
 first try), ``broken`` (500), ``bad`` (400), ``endless`` (a stream that never ends), ``flood``
-(64 KiB events as fast as the reader takes them); anything else gets ``REPLY``.
+(64 KiB events as fast as the reader takes them), ``slow-<seconds>`` (waits, then answers),
+and answers that are not OpenAI's: ``redirect`` (301), ``no-content`` (204), ``not-json``
+(200 with a cut JSON body), ``json-for-stream`` (one JSON body for ``stream: true``),
+``vllm-error`` (older vLLM's top-level error, 400) and ``tgi-error`` (TGI's string error,
+422); anything else gets ``REPLY``.
 """
 
 from __future__ import annotations
@@ -103,7 +107,13 @@ class FakeOpenAI:
             await _json(send, 500, _error("The server had an error", None))
         elif prompt == "bad":
             await _json(send, 400, _error("'temperature' is too high", "invalid_value"))
-        elif not body.get("stream"):
+        elif prompt in ODD:
+            status, headers, content = ODD[prompt]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+        elif await abandoned_while_slow(prompt, receive):
+            self.abandoned[prompt] += 1
+        elif not body.get("stream") or prompt == "json-for-stream":
             await _json(send, 200, _completion(body["model"], chat))
         else:
             await _start(send)
@@ -166,6 +176,21 @@ async def abandoned_while_slow(text: str, receive: Receive) -> bool:
         async with asyncio.timeout(float(text.split("-")[1])):
             return bool((await receive())["type"] == "http.disconnect")
     return False
+
+
+JSON = [(b"content-type", b"application/json")]
+ODD: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
+    "redirect": (301, [*JSON, (b"location", b"http://10.9.9.9/v1/chat/completions")], b""),
+    "no-content": (204, [], b""),
+    "not-json": (200, JSON, b'{"id": "x", "choices": ['),
+    "vllm-error": (
+        400,
+        JSON,
+        b'{"object": "error", "message": "max_tokens is too large", "type": "BadRequestError",'
+        b' "param": null, "code": 400}',
+    ),
+    "tgi-error": (422, JSON, b'{"error": "Input validation error", "error_type": "validation"}'),
+}
 
 
 def _error(message: str, code: str | None) -> dict[str, Any]:

@@ -221,15 +221,80 @@ def test_rate_limit_is_retried_then_passed_on(client: httpx.Client, upstream: Fa
     assert time.monotonic() - started < 5
 
 
-def test_upstream_errors(client: httpx.Client, upstream: FakeOpenAI) -> None:
+def test_upstream_errors(client: httpx.Client, upstream: FakeOpenAI, gateway: Server) -> None:
     response = client.post("/v1/chat/completions", json=chat("flaky"))  # 503, then fine
     assert response.status_code == 200 and upstream.attempts["flaky"] == 2
-    broken = client.post("/v1/chat/completions", json=chat("broken"))
-    assert broken.status_code == 502, broken.text
-    assert broken.json()["error"]["message"] == "The server had an error"
-    assert upstream.attempts["broken"] == 1  # a 500 is not retried
+    for _ in range(5):  # past failure_threshold (3)
+        broken = client.post("/v1/chat/completions", json=chat("broken"))
+        assert broken.status_code == 502, broken.text
+        # An upstream's own 5xx text may name its internals: logged, not passed on.
+        error = broken.json()["error"]
+        assert error["message"] == f"the upstream of model {CHAT!r} answered 500", error
+    assert "The server had an error" in gateway.output()
+    assert upstream.attempts["broken"] == 5  # a 500 is not retried
+    # A 500 may be the request's own doing: it does not open the breaker for everyone.
+    assert client.post("/v1/chat/completions", json=chat("hi")).status_code == 200
     bad = client.post("/v1/chat/completions", json=chat("bad", stream=False))
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_answers_that_are_not_openai_are_502(client: httpx.Client, stream: bool) -> None:
+    for prompt in ("redirect", "no-content", "not-json"):
+        response = client.post("/v1/chat/completions", json=chat(prompt, stream=stream))
+        assert response.status_code == 502, (prompt, response.status_code, response.text)
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert "10.9.9.9" not in response.text and "location" not in response.headers
+    # stream: true answered with one JSON body: relayed as that body, not as events
+    whole = client.post("/v1/chat/completions", json=chat("json-for-stream", stream=stream))
+    assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
+    assert whole.json()["choices"][0]["message"]["content"] == "".join(REPLY)
+
+
+def test_upstream_error_bodies_get_openai_shape(client: httpx.Client) -> None:
+    vllm = client.post("/v1/chat/completions", json=chat("vllm-error"))
+    assert vllm.status_code == 400
+    assert vllm.json()["error"] == {
+        "message": "max_tokens is too large",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+    tgi = client.post("/v1/chat/completions", json=chat("tgi-error"))
+    assert tgi.status_code == 422
+    assert tgi.json()["error"] == {
+        "message": "Input validation error",
+        "type": "validation",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_the_request_timeout_bounds_the_relay(client: httpx.Client, upstream: FakeOpenAI) -> None:
+    """X-Request-Timeout held on every route but the relay, which waited up to timeout_s."""
+    for stream in (True, False):
+        prompt = f"slow-5-{stream}"
+        late = client.post(
+            "/v1/chat/completions",
+            json=chat(prompt, stream=stream),
+            headers={"x-request-timeout": "0.3"},
+        )
+        assert late.status_code == 504, late.text
+        assert late.json()["error"]["code"] == "timeout"
+        wait_for_abandoned(upstream, prompt)  # the upstream call was ended
+    bad = client.post("/v1/chat/completions", json=chat("hi"), headers={"x-request-timeout": "x"})
+    assert bad.status_code == 400 and "timeout" in bad.json()["error"]["message"]
+    # The clients' own short deadlines say nothing of the upstream: no breaker opened.
+    assert client.post("/v1/chat/completions", json=chat("hi")).status_code == 200
+    ok = client.post("/v1/chat/completions", json=chat("hi"), headers={"x-request-timeout": "9"})
+    assert ok.status_code == 200
+
+
+def wait_for_abandoned(upstream: FakeOpenAI, prompt: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while upstream.abandoned[prompt] != 1:
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.02)
 
 
 def test_client_errors_have_openai_shape(client: httpx.Client) -> None:
@@ -241,6 +306,7 @@ def test_client_errors_have_openai_shape(client: httpx.Client) -> None:
         {"model": CHAT, "messages": []},
         [1],
         {"messages": [{}]},
+        {"model": CHAT, "messages": [1]},  # the upstream could crash on it
     ]
     for body in bodies:
         response = client.post("/v1/chat/completions", json=body)

@@ -3,25 +3,32 @@
 (docs/engines.md); the request's ``model`` picks one.
 
 inferline checks what it needs (a JSON object, ``model``, ``stream``, ``messages`` or
-``prompt``), puts the upstream's model name in ``model`` and passes the rest on unchanged.
-With ``stream: true`` the upstream's server-sent events go to the client chunk by chunk, as
-they come; the next chunk is read from the upstream only once the client has taken the last
-one (uvicorn's ``send`` waits while the socket's buffer is full), so a slow client slows
-the upstream instead of filling memory. A client that goes away cancels the upstream request:
-its connection is closed.
+``prompt``), puts the upstream's model name in ``model`` and passes the rest on as parsed
+(JSON re-encoded: the same values, though a number past a double's range or precision may be
+written differently). With ``stream: true`` the upstream's server-sent events go to the
+client chunk by chunk, as they come; the next chunk is read from the upstream only once the
+client has taken the last one (uvicorn's ``send`` waits while the socket's buffer is full),
+so a slow client slows the upstream instead of filling memory. A client that goes away
+cancels the upstream request: its connection is closed. ``X-Request-Timeout`` bounds the
+wait for the upstream's answer to start (504 past it), within the model's ``timeout_s``.
 
 Upstream errors. Before the first byte goes to the client, connection failures, 429 (after
 its Retry-After, within the timeout) and 502/503/504 are retried with jittered backoff
-(``engines/openai.py``). What still fails is passed on: 4xx as the upstream sent it (429
-with its Retry-After), except 401/403, which become 502 since the key at fault is
-inferline's; 503 and 504 as they are; any other 5xx as 502. A stream that breaks after its
-first byte ends with an error event, ``data: {"error": {...}}``, as OpenAI's own do.
+(``engines/openai.py``). What still fails is passed on: 4xx with the upstream's error in
+OpenAI's shape (429 with its Retry-After), except 401/403, which become 502 since the key at
+fault is inferline's; 503 and 504 as they are, any other 5xx as 502, with inferline's own
+message (the upstream's is logged: it may name internals). A status that is neither a
+success nor an error (a redirect, 204), or a body that is not JSON, is 502. A stream that
+breaks after its first byte ends with an error event, ``data: {"error": {...}}``, as
+OpenAI's own do. An upstream that answers ``stream: true`` with one JSON body is relayed as
+that body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -29,6 +36,7 @@ import orjson
 from inferline.api.app import Route
 from inferline.api.http import JSON_TYPE, Request, Send, send_bytes
 from inferline.api.openai import RequestError, error_body
+from inferline.api.validation import requested_timeout
 from inferline.engines import sse
 from inferline.errors import EngineError, InferlineError, UpstreamError
 from inferline.service import Service
@@ -59,6 +67,8 @@ def routes(service: Service) -> list[Route]:
 
 async def relay(service: Service, request: Request, send: Send, path: str, field: str) -> None:
     body = _check(await request.json(), field)
+    seconds = requested_timeout(request, service.settings)
+    deadline = None if seconds is None else time.monotonic() + seconds
     engine = service.chat(body["model"])
     record = context.current()
     if record is not None:  # the request's metrics and access log name the model
@@ -71,8 +81,8 @@ async def relay(service: Service, request: Request, send: Send, path: str, field
     state = {"done": False}
     watcher = asyncio.get_running_loop().create_task(_watch(request, handler, state))
     try:
-        async with engine.open(path, body) as reply:
-            if body.get("stream") is True:
+        async with engine.open(path, body, deadline) as reply:
+            if body.get("stream") is True and _events(reply):
                 await _stream(reply, send, state)
             else:
                 await _whole(reply, send, state)
@@ -84,6 +94,11 @@ async def relay(service: Service, request: Request, send: Send, path: str, field
     finally:
         state["done"] = True
         watcher.cancel()
+
+
+def _events(reply: ChatReply) -> bool:
+    """Whether the reply is server-sent events (or says nothing of its type)."""
+    return not reply.content_type or reply.content_type.startswith(b"text/event-stream")
 
 
 async def _watch(request: Request, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:
@@ -98,16 +113,12 @@ async def _watch(request: Request, handler: asyncio.Task[Any], state: dict[str, 
 
 
 async def _stream(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
-    headers = SSE_HEADERS
-    events = not reply.content_type or reply.content_type.startswith(b"text/event-stream")
-    if not events:
-        headers = [(b"content-type", reply.content_type)]  # the upstream did not stream
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.start", "status": reply.status, "headers": SSE_HEADERS})
     held = bytearray()  # the start of an event whose end has not come
     ended = True  # what was sent ends at an event's end
     try:
         async for chunk in reply.chunks():
-            body = sse.complete(held, chunk) if events else chunk
+            body = sse.complete(held, chunk)
             if body:
                 ended = body.endswith((b"\n\n", b"\r\n\r\n"))
                 await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -128,8 +139,15 @@ async def _whole(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
         content = b"".join([chunk async for chunk in reply.chunks()])
     except EngineError as exc:
         raise UpstreamError(502, b"", None, str(exc)) from exc
-    state["done"] = True
     content_type = reply.content_type or b"application/json"
+    if b"json" in content_type:
+        try:
+            orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                502, content, None, f"{reply.upstream} answered {reply.status} with invalid JSON"
+            ) from None
+    state["done"] = True
     await send_bytes(send, reply.status, content, [(b"content-type", content_type)])
 
 
@@ -144,29 +162,47 @@ def _refusal(status: int) -> str | None:
 
 async def _pass_on(send: Send, exc: UpstreamError) -> None:
     status, message = exc.status, str(exc)
-    passed = _error_object(exc.body)
+    passed = _error_object(exc.body, status) if status < 500 else None
     if status in (401, 403):
         log.error("%s: the upstream refused inferline's API key", message)
         status, passed = 502, None
         message = "the upstream refused inferline's credentials; see the server log"
-    elif status >= 500 and status not in (503, 504):
-        status = 502
+    elif status >= 500:
+        if exc.body:  # an upstream's own 5xx text may name its internals: logged, not passed
+            log.warning("%s: %s", message, exc.body[:500].decode("utf-8", "replace"))
+        if status not in (503, 504):
+            status = 502
     headers: list[tuple[bytes, bytes]] = [JSON_TYPE]
     if exc.retry_after is not None and status in (429, 503):
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
-    payload = passed or orjson.dumps(error_body(status, message, None))
+    payload = orjson.dumps(passed or error_body(status, message, None))
     await send_bytes(send, status, payload, headers)
 
 
-def _error_object(body: bytes) -> bytes | None:
-    """The upstream's body when it is an OpenAI error object, else None."""
+def _error_object(body: bytes, status: int) -> dict[str, Any] | None:
+    """The upstream's error in OpenAI's shape (``error``: message, type, param, code), from
+    OpenAI's own, vLLM's older top-level one or TGI's string; None when it has no message."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(value, dict) and isinstance(value.get("error"), dict):
-        return body
-    return None
+    if not isinstance(value, dict):
+        return None
+    error = value.get("error", value)  # older vLLM: the fields at the top level
+    if isinstance(error, str):  # TGI
+        error = {"message": error, "type": value.get("error_type")}
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    kind = error.get("type")
+    default = "rate_limit_error" if status == 429 else "invalid_request_error"
+    return {
+        "error": {
+            **{k: v for k, v in error.items() if k != "object"},
+            "type": kind if isinstance(kind, str) and kind else default,
+            "param": error.get("param"),
+            "code": error.get("code"),
+        }
+    }
 
 
 def _check(body: Any, field: str) -> dict[str, Any]:
@@ -177,11 +213,22 @@ def _check(body: Any, field: str) -> dict[str, Any]:
     if not isinstance(body.get("stream", False), bool | None):
         raise RequestError("'stream' must be a boolean", "stream")
     value = body.get(field)
-    if field == "messages" and not (isinstance(value, list) and value):
-        raise RequestError("'messages' is required: a non-empty list of messages", field)
+    if field == "messages" and not (
+        isinstance(value, list) and value and all(isinstance(m, dict) for m in value)
+    ):
+        raise RequestError("'messages' is required: a non-empty list of message objects", field)
     if field == "prompt" and not isinstance(value, str | list):
         raise RequestError("'prompt' is required: a string or a list", field)
     return body
+
+
+TIMEOUT = {
+    "name": "X-Request-Timeout",
+    "in": "header",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+    "description": "Seconds to wait for the upstream's answer to start (at most ten times the "
+    "server's default, and the model's timeout_s); past it, 504.",
+}
 
 
 def openapi_paths() -> dict[str, Any]:
@@ -194,6 +241,11 @@ def openapi_paths() -> dict[str, Any]:
             "application/json": {"schema": {"type": "object"}},
             "text/event-stream": {"schema": {"type": "string"}},
         },
+    }
+
+    passed = {
+        "description": "Another refusal of the upstream's, passed on in OpenAI's shape",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}},
     }
 
     def operation(summary: str, field: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +265,9 @@ def openapi_paths() -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
+                "parameters": [TIMEOUT],
                 "requestBody": body,
-                "responses": {"200": ok},
+                "responses": {"200": ok, "4XX": passed},
                 "x-errors": (400, 404, 413, 429, 502, 503, 504),
             }
         }

@@ -57,12 +57,19 @@ def check_object(body: Any, allowed: set[str]) -> dict[str, Any]:
 def deadline_of(request: Request, settings: Settings, timeout: Any = None) -> float:
     """A monotonic deadline from ``X-Request-Timeout`` (seconds), a protocol value, or the
     server default."""
+    seconds = requested_timeout(request, settings, timeout)
+    return time.monotonic() + (settings.request_timeout_s if seconds is None else seconds)
+
+
+def requested_timeout(request: Request, settings: Settings, timeout: Any = None) -> float | None:
+    """The seconds that ``X-Request-Timeout`` or a protocol value asks for, capped at 10
+    times the server default; None when the request asks for none."""
     raw: Any = timeout
     header = request.header(b"x-request-timeout")
     if header is not None:
         raw = header.decode("latin-1")
     if raw is None:
-        return time.monotonic() + settings.request_timeout_s
+        return None
     if isinstance(raw, str) and not DECIMAL.fullmatch(raw):  # float() would take "1_0", "nan"
         raise InvalidInput("the request timeout must be a number of seconds", status=400)
     try:
@@ -73,4 +80,4 @@ def deadline_of(request: Request, settings: Settings, timeout: Any = None) -> fl
         raise InvalidInput(
             "the request timeout must be a finite, positive number of seconds", status=400
         )
-    return time.monotonic() + min(seconds, settings.request_timeout_s * 10)
+    return min(seconds, settings.request_timeout_s * 10)

@@ -13,6 +13,7 @@ in errors, not in ``repr``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -29,7 +30,6 @@ from inferline.engines.remote import (
     Monitor,
     Retry,
     call_deadline,
-    counts_against,
     default_headers,
     note_failure,
     quiet_httpx,
@@ -50,6 +50,8 @@ from inferline.telemetry.metrics import Metrics
 from inferline.types import EngineInfo, FloatArray, Item
 
 RETRIED = (429, 502, 503, 504)
+DOWN = (502, 503, 504)  # relayed answers that say the upstream is down (for the breaker)
+UNEXPECTED = (*range(100, 200), 204, 205, *range(300, 400))
 
 
 class _Client:
@@ -122,16 +124,19 @@ class _Client:
             ),
         )
         try:
-            response = await self.http.send(request, stream=True)
+            async with asyncio.timeout(left):  # a stream's reads may be slower: not its head
+                response = await self.http.send(request, stream=True)
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
             raise Retry(Unavailable(f"{self.upstream}: {type(exc).__name__}")) from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
-        if response.status_code < 400:
+        status = response.status_code
+        if status < 400 and status not in UNEXPECTED:
             return response
         content = await response.aread()
         await response.aclose()
-        status = response.status_code
+        if status < 400:  # a redirect, or a success with no body: not an answer to relay
+            raise UpstreamError(502, b"", None, f"{self.upstream} answered {status}")
         wait = retry_after(response.headers.get("retry-after"))
         error = UpstreamError(status, content, wait, f"{self.upstream} answered {status}")
         if status in RETRIED:
@@ -228,8 +233,9 @@ def _batch_error(exc: UpstreamError) -> Exception:
 
 
 class _Reply:
-    def __init__(self, response: Any, meter: StreamMeter) -> None:
+    def __init__(self, response: Any, meter: StreamMeter, upstream: str) -> None:
         self.response = response
+        self.upstream = upstream
         self.status: int = response.status_code
         self.content_type: bytes = response.headers.get("content-type", "").encode("latin-1")
         self.meter = meter
@@ -254,23 +260,31 @@ class OpenAIChat(_Client):
         self.metrics = metrics
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, body: dict[str, Any]) -> AsyncIterator[_Reply]:
+    async def open(
+        self, path: str, body: dict[str, Any], deadline: float | None = None
+    ) -> AsyncIterator[_Reply]:
         self.breaker.check()
         started = time.monotonic()
         stream = body.get("stream") is True
+        limit, callers_bound = started + self.spec.timeout_s, False
+        if deadline is not None and deadline < limit:  # the client's X-Request-Timeout
+            limit, callers_bound = deadline, deadline - started < self.spec.timeout_s / 2
         try:
             response = await retrying(
                 lambda deadline: self.send(path, body, deadline, stream=stream),
                 self.spec,
-                started + self.spec.timeout_s,
+                limit,
             )
         except Exception as exc:
-            if counts_against(exc) or (isinstance(exc, UpstreamError) and exc.status >= 500):
+            # A 500 may be this request's own doing (its content crashed the upstream): one
+            # client could open the breaker for all. The health check finds a dead upstream.
+            note_failure(self.breaker, exc, callers_bound)
+            if isinstance(exc, UpstreamError) and exc.status in DOWN:
                 self.breaker.failure(str(exc))
             raise
         self.breaker.success()
         meter = StreamMeter(self.name, started, self.metrics, stream=stream)
         try:
-            yield _Reply(response, meter)
+            yield _Reply(response, meter, self.upstream)
         finally:
             await response.aclose()  # unread: closes the connection, which stops upstream
