@@ -39,6 +39,8 @@ def test_openai_response_fields(client: httpx.Client) -> None:
         ({"model": "all-MiniLM-L6-v2"}, 400, "input"),
         ({"input": "a"}, 400, "model"),
         ({"model": "nope", "input": "a"}, 404, "model"),
+        ({"model": "all-MiniLM-L6-v2", "input": [1, 2]}, 400, "input"),  # token ids
+        ({"model": "all-MiniLM-L6-v2", "input": ["a", 1]}, 400, "input"),  # not a token array
         ([], 400, None),
     ],
 )
@@ -48,6 +50,9 @@ def test_openai_errors(client: httpx.Client, body: Any, status: int, param: str 
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param and error["message"]
+    if isinstance(body, dict) and isinstance(body.get("input"), list):
+        token_ids = all(isinstance(v, int) for v in body["input"])
+        assert ("token arrays" in error["message"]) == token_ids, error
 
 
 def test_openai_invalid_json_keeps_the_shape(client: httpx.Client) -> None:

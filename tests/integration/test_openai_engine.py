@@ -297,6 +297,16 @@ def wait_for_abandoned(upstream: FakeOpenAI, prompt: str, seconds: float = 10) -
         time.sleep(0.02)
 
 
+def test_the_chat_models_are_listed(client: httpx.Client) -> None:
+    """OpenAI clients discover models by GET /v1/models: the relay's are there too."""
+    listed = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in listed] == ["all-MiniLM-L6-v2", CHAT]
+    assert all(set(m) == {"id", "object", "created", "owned_by"} for m in listed)
+    assert client.get(f"/v1/models/{CHAT}").json()["id"] == CHAT
+    unknown = client.get("/v1/models/gpt-9")
+    assert unknown.status_code == 404 and CHAT in unknown.json()["error"]["message"]
+
+
 def test_client_errors_have_openai_shape(client: httpx.Client) -> None:
     unknown = client.post("/v1/chat/completions", json={**chat("hi"), "model": "gpt-9"})
     assert unknown.status_code == 404

@@ -90,12 +90,19 @@ def routes(service: Service) -> list[Route]:
         }
         await send_json(send, 200, payload)
 
+    def listed() -> dict[str, dict[str, Any]]:
+        """The embedding model, then the chat models of the models config (the relay's)."""
+        chats = {name: {**model_object, "id": name} for name in sorted(service.chats)}
+        return {MODEL_ID: model_object, **chats}
+
     async def models(request: Request, send: Send) -> None:
-        await send_json(send, 200, {"object": "list", "data": [model_object]})
+        await send_json(send, 200, {"object": "list", "data": list(listed().values())})
 
     async def model(request: Request, send: Send) -> None:
-        _check_model(request.path_params["model"])
-        await send_json(send, 200, model_object)
+        name, known = request.path_params["model"], listed()
+        if name not in known:
+            raise NotFound(f"the model {name!r} does not exist; models: {', '.join(known)}")
+        await send_json(send, 200, known[name])
 
     return [
         Route(
@@ -149,7 +156,7 @@ def _texts(value: Any, service: Service) -> list[str]:
         value = [value]
     elif value is None:
         raise RequestError("'input' is required: a string or a list of strings", "input")
-    elif isinstance(value, list) and any(isinstance(v, int | list) for v in value):
+    elif isinstance(value, list) and value and all(isinstance(v, int | list) for v in value):
         raise RequestError(
             "token arrays are not supported as 'input' (they are another tokenizer's ids); "
             "send a string or a list of strings (LangChain's OpenAIEmbeddings does with "

@@ -276,12 +276,20 @@ def job_paths() -> Schema:
 
 def openai_paths() -> Schema:
     model = obj(
-        {"id": {"const": MODEL_ID}, "object": {"const": "model"}, "created": INT, "owned_by": STR},
+        {"id": STR, "object": {"const": "model"}, "created": INT, "owned_by": STR},
         "id object created owned_by",
     )
     models = obj({"object": {"const": "list"}, "data": array(model)})
     one = get("The model", content(model, "The model"), 404)
-    one["get"]["parameters"] = [path_param("model", [MODEL_ID], "model id")]
+    one["get"]["parameters"] = [
+        {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": f"{MODEL_ID!r} or a chat model of the models config; any other is 404.",
+        }
+    ]
     return {
         "/v1/embeddings": post(
             "Embeddings, as OpenAI's API makes them",
@@ -289,7 +297,9 @@ def openai_paths() -> Schema:
             content(ref("EmbeddingsResponse"), "Embeddings"),
             (400, 404, 413, 429, 500, 503, 504),
         ),
-        "/v1/models": get("The models", content(models, "The one model")),
+        "/v1/models": get(
+            "The models", content(models, f"{MODEL_ID!r}, then the relay's chat models")
+        ),
         "/v1/models/{model}": one,
     }
 
@@ -297,7 +307,8 @@ def openai_paths() -> Schema:
 DOCS_HTML = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>inferline API</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
+</head><body><div id="ui"><p>This page loads Swagger UI from cdn.jsdelivr.net. Without
+it, the API is described by <a href="/openapi.json">/openapi.json</a>.</p></div>
 <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
 </body></html>"""

@@ -117,9 +117,7 @@ def oip_schemas(settings: Settings) -> Schema:
         "not": {"required": ["shared_memory_region"]},
     }
     output_names = ["label", "score", "probabilities", "embedding"]
-    requested = obj(
-        {"name": {"enum": output_names}, "parameters": output_parameters}, "name", closed=False
-    )
+    requested = obj({"name": {"enum": output_names}, "parameters": output_parameters}, "name")
     parameters = {
         "type": "object",
         "properties": {
