@@ -158,8 +158,11 @@ def test_a_full_stream_refuses_new_jobs(redis_server: RedisServer) -> None:
             await producer.submit("sentiment", ["fine"], "j3")
         assert await producer.status("j3") is None  # refused whole: no idempotency key left
         await drain(worker, producer, ["j0", "j1", "j2"])
-        await worker.trim()  # acknowledged history goes, so there is room again
+        # Done jobs leave room at once, before a trim removes their entries: the bound
+        # counts the group's lag and pending entries, not XLEN.
+        assert await client.xlen(keys_of(worker.settings).stream) == 3
         assert (await producer.submit("sentiment", ["fine"], "j3"))[1]
+        await worker.trim()  # and the acknowledged history still goes
 
     run(settings_for(redis_server, queue_max_len=3), body)
 
@@ -211,6 +214,30 @@ def test_bytes_that_are_not_utf8_fail_their_job_alone(redis_server: RedisServer)
         assert [o["status"] if o else None for o in bad] == ["failed"] * 3
         assert bad[0] is not None and "not a list of texts" in bad[0]["error"]
         assert bad[1] is not None and "not UTF-8" in bad[1]["error"]
+        assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
+
+    run(settings_for(redis_server), body)
+
+
+def test_a_foreign_job_with_an_id_outside_the_rule_fails_under_its_entry_id(
+    redis_server: RedisServer,
+) -> None:
+    """GET /v1/jobs/{id} could never read the result of such an id (it answers 422), and an
+    empty one was stored as the prefix itself. The stream entry id names it instead."""
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(worker.settings)
+        bad = ["with spaces", "", "abc\n", "x" * 129]
+        entries = [
+            await client.xadd(keys.stream, {"id": job_id, "model": "sentiment", "inputs": '["ok"]'})
+            for job_id in bad
+        ]
+        named = [str(entry) for entry in entries]
+        await drain(worker, producer, named)
+        for outcome in await producer.statuses(named):
+            assert outcome is not None and outcome["status"] == "failed", outcome
+            assert outcome["model"] == "sentiment" and "'id' is not 1 to 128" in outcome["error"]
+        assert await client.exists(keys.result("")) == 0
         assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
 
     run(settings_for(redis_server), body)

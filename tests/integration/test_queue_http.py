@@ -228,3 +228,37 @@ def test_password_protected_redis(
         assert "s3cret" not in refused.text and "nope" not in refused.text
     finally:
         guarded.stop()
+
+
+def test_a_restarted_redis_is_used_at_once_and_a_down_one_is_not_named(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """After Redis restarts, the API's pooled connections are dead; each failed its next
+    request with 503 until redis-py noticed. And the 503 named Redis's address."""
+    store = RedisServer(free_port(), tmp_path, ("--save", "", "--appendonly", "no"))
+    store.start()
+    try:
+        server = server_factory({"INFERLINE_REDIS_URL": store.url})
+        job = {"model": "sentiment", "inputs": ["Works."]}
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.post("/v1/jobs", json=job).status_code == 202  # pools a connection
+            store.stop()
+            down = client.post("/v1/jobs", json=job)
+            assert down.status_code == 503 and "unreachable" in down.json()["error"]
+            assert str(store.port) not in down.text and "127.0.0.1" not in down.text
+            assert str(store.port) in server.output()  # the detail is in the log
+            store.start()
+            for _ in range(3):  # each on a connection Redis closed by restarting
+                assert client.post("/v1/jobs", json=job).status_code == 202
+                assert client.get("/v1/jobs/not-there").status_code == 404
+    finally:
+        store.stop()
+
+
+@pytest.mark.parametrize("job_id", ["abc\n", "a" * 128 + "\n", "a b", ""])
+def test_a_job_id_outside_the_rule_is_422(queue_server: Server, job_id: str) -> None:
+    """The rule was checked with re.match and "$", which also matches before a final
+    newline: "abc\n" was a job of its own, beside "abc"."""
+    body = {"model": "sentiment", "inputs": ["x"], "id": job_id}
+    reply = httpx.post(queue_server.url + "/v1/jobs", json=body)
+    assert reply.status_code == 422 and "'id' must be 1 to 128" in reply.json()["error"]

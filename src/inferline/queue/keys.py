@@ -13,7 +13,8 @@ from inferline.errors import InvalidInput, Unavailable
 if TYPE_CHECKING:
     import redis.asyncio as redis
 
-JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: "$" also matches before a "\n"
+ID_RULE = "1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
 MODELS = ("sentiment", "embedding")
 
 
@@ -50,10 +51,8 @@ def keys_of(settings: Settings) -> QueueKeys:
 
 
 def check_job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise InvalidInput(
-            "'id' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
-        )
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise InvalidInput(f"'id' must be {ID_RULE}")
     return job_id
 
 
@@ -66,6 +65,9 @@ def connect(settings: Settings, *, block_ms: int = 0) -> redis.Redis:
             "the job queue is not configured: set INFERLINE_REDIS_URL to a Redis server"
         )
     import redis.asyncio as redis  # only the queue needs it
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     return redis.Redis.from_url(
         settings.redis_url,
@@ -77,4 +79,9 @@ def connect(settings: Settings, *, block_ms: int = 0) -> redis.Redis:
         socket_connect_timeout=5,
         socket_timeout=10 + block_ms / 1000,
         health_check_interval=30,
+        # A pooled connection that Redis closed (a restart, CLIENT KILL, an idle timeout)
+        # fails on its next use; redis-py retries no error unless told to. One retry on a
+        # fresh connection is enough, and a Redis that is down still fails at once.
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
     )

@@ -3,31 +3,48 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inferline.config import Settings
 from inferline.errors import InvalidInput, Overloaded, Unavailable
 from inferline.queue.keys import MODELS, QueueKeys, check_job_id, connect, keys_of
 from inferline.telemetry import tracing
 
+log = logging.getLogger(__name__)
+
 # Atomic: the idempotency key and the stream entry appear together or not at all, and a
 # stream over its bound refuses the job before anything is written. A stream that does not
 # exist yet is created with the workers' group: KEDA reads the group's lag to wake workers
 # from zero, and with no group (a Redis that lost its data while no worker ran) it would
 # read nothing, and the jobs would wait for a worker that is never started.
+# The bound counts the jobs not yet done: the group's lag (waiting) and pending entries
+# (in hand), not XLEN, which also counts done entries until the workers next trim (every
+# reclaim round, never past the oldest pending entry). Without a lag (Redis before 7.0, or
+# one it cannot tell) XLEN stands in.
 # KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON), group, then
 # the trace context fields (name, value, ...) of the submitter, when tracing is on.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
+else
+  local held = nil
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == ARGV[5] and info['lag'] then held = info['lag'] + info['pending'] end
+  end
+  if not held then held = redis.call('XLEN', KEYS[2]) end
+  if held >= tonumber(ARGV[1]) then return -1 end
 end
 redis.call('SET', KEYS[1], ARGV[3])
 local fields = {'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4]}
@@ -40,6 +57,14 @@ NEW, KNOWN, REFUSED = 1, 0, -1  # SUBMIT's replies
 PENDING = "pending"
 DONE = "done"
 FAILED = "failed"
+
+
+def unavailable(exc: RedisError) -> Unavailable:
+    """The 503 for a failed Redis call. Its detail names Redis's address: logged only."""
+    log.warning("the job queue failed: %s", exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return Unavailable("the job queue is unreachable; see the server log")
+    return Unavailable("the job queue refused the request; see the server log")
 
 
 def encode_outcome(status: str, job_id: str, model: str, payload: Any) -> bytes:
@@ -116,7 +141,7 @@ class Producer:
                     )
                 replies = await pipe.execute()
         except RedisError as exc:
-            raise Unavailable(f"the job queue is unreachable: {exc}") from exc
+            raise unavailable(exc) from exc
         return [(job_id, int(reply)) for job_id, reply in zip(ids, replies, strict=True)]
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
@@ -132,7 +157,7 @@ class Producer:
                     pipe.exists(self.keys.job(job_id))
                 replies = await pipe.execute()
         except RedisError as exc:
-            raise Unavailable(f"the job queue is unreachable: {exc}") from exc
+            raise unavailable(exc) from exc
         outcomes: list[dict[str, Any] | None] = []
         for i, job_id in enumerate(job_ids):
             result, known = replies[2 * i], replies[2 * i + 1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import io
 import sys
 import time
 from dataclasses import dataclass
@@ -28,15 +29,18 @@ FULL_WAIT_S = 5.0  # the Retry-After of a full stream
 
 def read_texts(path: Path) -> list[str]:
     """The texts of a JSONL file (a string, or an object with ``text``, per line) or a CSV
-    file with a ``text`` column."""
+    file with a ``text`` column, all checked before any is sent: a bad line stops the run
+    with its line number. A UTF-8 byte order mark (Excel writes one) is skipped."""
+    try:
+        data = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 (at byte {exc.start})") from None
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "text" not in rows[0]:
-            raise InvalidInput(f"{path}: the CSV file has no 'text' column")
-        return [row["text"] for row in rows]
+        return _csv_texts(path, data)
     texts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # Lines end at "\n" alone: str.splitlines() also splits at U+2028, U+0085 and other
+    # characters that JSON strings may hold unescaped.
+    for n, line in enumerate(data.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -46,10 +50,21 @@ def read_texts(path: Path) -> list[str]:
         text = value.get("text") if isinstance(value, dict) else value
         if not isinstance(text, str):
             raise InvalidInput(f"{path}:{n}: expected a string or an object with 'text'")
-        if not text.strip():
-            raise InvalidInput(f"{path}:{n}: the text is empty")
-        texts.append(text)
+        texts.append(_checked(text, path, n))
     return texts
+
+
+def _csv_texts(path: Path, data: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(data, newline=""))
+    if reader.fieldnames is not None and "text" not in reader.fieldnames:
+        raise InvalidInput(f"{path}: the CSV file has no 'text' column")
+    return [_checked(row["text"], path, reader.line_num) for row in reader]
+
+
+def _checked(text: str | None, path: Path, line: int) -> str:
+    if text is None or not text.strip():
+        raise InvalidInput(f"{path}:{line}: the text is empty")
+    return text
 
 
 def job_ids(path: Path, model: str, count: int) -> list[str]:

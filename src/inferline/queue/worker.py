@@ -25,7 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from inferline.api.validation import check_texts
 from inferline.config import Settings
 from inferline.errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
-from inferline.queue.keys import MODELS, QueueKeys, keys_of
+from inferline.queue.keys import ID_RULE, JOB_ID, MODELS, QueueKeys, keys_of
 from inferline.queue.producer import DONE, FAILED, encode_outcome
 from inferline.telemetry import context, tracing
 from inferline.telemetry.context import RequestRecord
@@ -73,8 +73,9 @@ class Job:
         job_id = fields.get("id", entry)
         model = fields.get("model", "")
         utf8 = _utf8(job_id) and _utf8(model)
-        if not utf8:  # neither can go into the JSON outcome: the entry id names the job
-            job_id, model = entry, ""
+        named = utf8 and JOB_ID.fullmatch(job_id) is not None  # GET /v1/jobs/{id} can read it
+        if not named:  # the entry id names the job (a foreign producer's XADD returned it)
+            job_id, model = entry, model if utf8 else ""
         try:
             inputs = orjson.loads(fields.get("inputs", "[]"))  # rejects escaped bytes too
         except orjson.JSONDecodeError:
@@ -83,6 +84,8 @@ class Job:
         job.trace = {k: fields[k] for k in tracing.TRACE_FIELDS if k in fields and _utf8(fields[k])}
         if not utf8:
             job.finish(FAILED, "the job's 'id' or 'model' is not UTF-8")
+        elif not named:
+            job.finish(FAILED, f"the job's 'id' is not {ID_RULE}")
         elif not _texts(inputs):
             job.finish(FAILED, "'inputs' is not a list of texts")
         return job
