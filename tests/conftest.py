@@ -65,6 +65,14 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_for_output(self, text: str, seconds: float = 10) -> str:
+        """The log once it holds ``text`` (a line may reach the file a moment after the
+        answer that follows it reaches the client); the log as it is after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while text not in (output := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return output
+
 
 def start_server(
     tmp: Path,
@@ -247,6 +255,14 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, seconds: float = 10) -> str:
+        """The log once it holds ``text`` (a line may reach the file a moment after the
+        answer that follows it reaches the client); the log as it is after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while text not in (output := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return output
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

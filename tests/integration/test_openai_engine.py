@@ -230,7 +230,7 @@ def test_upstream_errors(client: httpx.Client, upstream: FakeOpenAI, gateway: Se
         # An upstream's own 5xx text may name its internals: logged, not passed on.
         error = broken.json()["error"]
         assert error["message"] == f"the upstream of model {CHAT!r} answered 500", error
-    assert "The server had an error" in gateway.output()
+    assert "The server had an error" in gateway.wait_for_output("The server had an error")
     assert upstream.attempts["broken"] == 5  # a 500 is not retried
     # A 500 may be the request's own doing: it does not open the breaker for everyone.
     assert client.post("/v1/chat/completions", json=chat("hi")).status_code == 200

@@ -68,6 +68,19 @@ def test_http_submit_worker_http_get(
         assert len(embedding["results"][0]["embedding"]) == 384
 
 
+def test_an_id_reused_for_other_work_is_409(queue_server: Server) -> None:
+    """The second payload was accepted with 202 and answered with the first one's result."""
+    job_id = f"reused-{uuid.uuid4().hex[:8]}"
+    first = {"model": "sentiment", "inputs": ["I love it"], "id": job_id}
+    with httpx.Client(base_url=queue_server.url, timeout=10) as client:
+        assert client.post("/v1/jobs", json=first).status_code == 202
+        assert client.post("/v1/jobs", json=first).status_code == 202  # the same work
+        for other in ({"inputs": ["I hate it"]}, {"model": "embedding"}):
+            clash = client.post("/v1/jobs", json=first | other)
+            assert clash.status_code == 409, clash.text
+            assert job_id in clash.json()["error"]
+
+
 def test_caller_ids_make_one_job(
     queue_server: Server, worker_factory: WorkerFactory, queue_env: dict[str, str]
 ) -> None:
@@ -246,7 +259,7 @@ def test_a_restarted_redis_is_used_at_once_and_a_down_one_is_not_named(
             down = client.post("/v1/jobs", json=job)
             assert down.status_code == 503 and "unreachable" in down.json()["error"]
             assert str(store.port) not in down.text and "127.0.0.1" not in down.text
-            assert str(store.port) in server.output()  # the detail is in the log
+            assert str(store.port) in server.wait_for_output(str(store.port))  # in the log
             store.start()
             for _ in range(3):  # each on a connection Redis closed by restarting
                 assert client.post("/v1/jobs", json=job).status_code == 202

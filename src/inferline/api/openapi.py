@@ -33,6 +33,7 @@ WHY = {
     400: "Invalid JSON (a syntax error, a repeated key), an empty body, or a bad header value",
     401: "No valid API key",
     404: "Unknown model or version",
+    409: "The job id was used before for other inputs or another model",
     413: "Body over the size limit (compressed or inflated)",
     415: "A Content-Encoding other than gzip, deflate or identity",
     422: "Invalid input; the message names the field and the limit",
@@ -260,7 +261,7 @@ def job_paths() -> Schema:
         "Queue texts for a model (Redis Streams); the same 'id' again is the same job",
         job,
         content(obj({"id": JOB_ID}, "id"), "Queued"),
-        (400, 413, 422, 429, 503),
+        (400, 409, 413, 422, 429, 503),
     )
     submit["post"].pop("parameters")  # a job's deadline is the worker's, not the request's
     submit["post"]["responses"]["202"] = submit["post"]["responses"].pop("200")

@@ -30,10 +30,18 @@ log = logging.getLogger(__name__)
 # (in hand), not XLEN, which also counts done entries until the workers next trim (every
 # reclaim round, never past the oldest pending entry). Without a lag (Redis before 7.0, or
 # one it cannot tell) XLEN stands in.
+# The job key holds the model and a hash of the inputs, so an id reused for other work is
+# refused (CONFLICT) rather than answered with the first job's result; a key holding the
+# model alone (written before the hash was) matches any inputs.
 # KEYS: job key, stream. ARGV: max stream length, id, model, inputs (JSON), group, then
 # the trace context fields (name, value, ...) of the submitter, when tracing is on.
 SUBMIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local tag = ARGV[3] .. ' ' .. redis.sha1hex(ARGV[4])
+local known = redis.call('GET', KEYS[1])
+if known then
+  if known == tag or known == ARGV[3] then return 0 end
+  return -2
+end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
 else
@@ -46,14 +54,14 @@ else
   if not held then held = redis.call('XLEN', KEYS[2]) end
   if held >= tonumber(ARGV[1]) then return -1 end
 end
-redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[1], tag)
 local fields = {'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4]}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
 
-NEW, KNOWN, REFUSED = 1, 0, -1  # SUBMIT's replies
+NEW, KNOWN, REFUSED, CONFLICT = 1, 0, -1, -2  # SUBMIT's replies
 PENDING = "pending"
 DONE = "done"
 FAILED = "failed"
@@ -103,6 +111,13 @@ class Producer:
         """Enqueue several jobs in one round trip; each is admitted or refused on its own.
         Raises Overloaded if the stream refused any (the others are in)."""
         outcomes = await self.submit_each(jobs)
+        for job_id, reply in outcomes:
+            if reply == CONFLICT:
+                raise InvalidInput(
+                    f"the job id {job_id!r} was used for other inputs or another model; "
+                    "an id names one job",
+                    status=409,
+                )
         if any(reply == REFUSED for _, reply in outcomes):
             raise Overloaded(
                 f"the job queue holds {self.max_len} jobs or more; retry later",
@@ -114,8 +129,8 @@ class Producer:
     async def submit_each(
         self, jobs: Sequence[tuple[str, Sequence[str], str | None]]
     ) -> list[tuple[str, int]]:
-        """As :meth:`submit_many`, with each job's reply: NEW, KNOWN or REFUSED (the stream
-        is full; nothing of it was written)."""
+        """As :meth:`submit_many`, with each job's reply: NEW, KNOWN, REFUSED (the stream
+        is full; nothing of it was written) or CONFLICT (the id names other work)."""
         ids: list[str] = []
         carrier: dict[str, str] = {}
         tracing.inject(carrier)  # the worker's span continues the submitter's trace

@@ -20,7 +20,7 @@ import orjson
 
 from inferline.config import Settings
 from inferline.errors import InvalidInput
-from inferline.queue.producer import DONE, FAILED, NEW, PENDING, REFUSED, Producer
+from inferline.queue.producer import CONFLICT, DONE, FAILED, NEW, PENDING, REFUSED, Producer
 
 SUBMIT_CHUNK = 500
 POLL_S = 0.25
@@ -158,6 +158,9 @@ async def _enqueue(
     new = 0
     while True:
         replies = await producer.submit_each(chunk)
+        clashes = [job_id for job_id, reply in replies if reply == CONFLICT]
+        if clashes:  # ids come from the file's content and the model: not from this file
+            raise InvalidInput(f"job {clashes[0]!r} is in the queue with other inputs")
         new += sum(1 for _, reply in replies if reply == NEW)
         refused = {job_id for job_id, reply in replies if reply == REFUSED}
         if not refused:
