@@ -302,6 +302,7 @@ class Service:
             raise InvalidInput("no texts given")
         items = await self.encode(texts)
         tokens = sum(item.tokens for item in items)
+        _refuse_empty(items)
         record = context.current()
         if record is not None:
             record.model = name
@@ -330,3 +331,15 @@ class Service:
 
 def _depth(batcher: Batcher) -> Callable[[], float]:
     return lambda: float(batcher.queue_depth)
+
+
+def _refuse_empty(items: Sequence[Item]) -> None:
+    """A text that tokenises to nothing (zero-width, control or combining characters alone)
+    would get the empty string's answer: refused, as an empty text is."""
+    for i, item in enumerate(items):
+        if item.tokens <= 2:  # [CLS] and [SEP] alone
+            where = "the text" if len(items) == 1 else f"text {i} (counting from 0)"
+            raise InvalidInput(
+                f"{where} has nothing the model reads: only spaces, control, zero-width or "
+                "combining characters"
+            )

@@ -87,6 +87,13 @@ CASES: dict[str, Case] = {
     "nul-escaped-openai": Case(OPENAI, b"{" + OPENAI_OK + b'"input": "\\u0000"}', 400, "NUL"),
     "nul-raw": Case(PREDICT, b'{"text": "a\x00b"}', 400, "not valid JSON"),
     "nul-after-json": Case(EMBED, b'{"texts": ["a"]}\x00', 400, "not valid JSON"),
+    # texts that tokenise to nothing: they got the empty string's answer
+    "zero-width": Case(PREDICT, dumps({"text": "\u200b\ufeff"}), 422, "nothing the model"),
+    "combining-only": Case(EMBED, dumps({"texts": ["fine", "\u0301" * 50]}), 422, "text 1 "),
+    "control-oip": Case(INFER, oip(data=["\x01\x02"]), 400, "nothing the model reads"),
+    "soft-hyphen-openai": Case(
+        OPENAI, b"{" + OPENAI_OK + b'"input": "\\u00ad"}', 400, "nothing the model reads"
+    ),
     # 1 MB strings are over the body limit; long strings under it are over the text limit
     "1mb-text": Case(PREDICT, b'{"text": "' + b"a" * MB + b'"}', 413, str(LIMIT)),
     "1mb-oip": Case(INFER, oip(data=["a" * MB]), 413, str(LIMIT)),

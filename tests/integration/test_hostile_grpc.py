@@ -126,6 +126,7 @@ CASES: dict[str, tuple[Any, grpc.StatusCode, str]] = {
     "empty-text": (typed(b""), INVALID, "is empty"),
     "blank-text": (typed(b" \t\n\xc2\xa0"), INVALID, "is empty"),
     "empty-raw": (raw(b"", [0]), INVALID, "is empty"),
+    "zero-width": (typed("\u200b".encode()), INVALID, "nothing the model reads"),
     # a deadline parameter that is not a positive number of microseconds
     "timeout-negative": (with_timeout(lambda p: setattr(p, "int64_param", -5)), INVALID, "timeout"),
     "timeout-zero": (with_timeout(lambda p: setattr(p, "int64_param", 0)), INVALID, "timeout"),
