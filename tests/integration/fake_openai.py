@@ -9,8 +9,10 @@ first try), ``broken`` (500), ``bad`` (400), ``endless`` (a stream that never en
 (64 KiB events as fast as the reader takes them), ``slow-<seconds>`` (waits, then answers),
 and answers that are not OpenAI's: ``redirect`` (301), ``no-content`` (204), ``not-json``
 (200 with a cut JSON body), ``json-for-stream`` (one JSON body for ``stream: true``),
-``vllm-error`` (older vLLM's top-level error, 400) and ``tgi-error`` (TGI's string error,
-422); anything else gets ``REPLY``.
+``vllm-error`` (older vLLM's top-level error, 400), ``tgi-error`` (TGI's string error,
+422), ``empty-text`` (200, empty, text/plain), ``ndjson`` and ``ndjson-cut`` (a stream of
+another type, whole or broken), ``big`` and ``big-cut`` (300 KB of JSON, whole or cut);
+anything else gets ``REPLY``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ class FakeOpenAI:
             await _json(send, 500, _error("The server had an error", None))
         elif prompt == "bad":
             await _json(send, 400, _error("'temperature' is too high", "invalid_value"))
+        elif prompt == "ndjson-cut":  # a stream in another format, broken after a line
+            headers = NDJSON
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            first = b'{"n": 1}\n'
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await asyncio.sleep(0.05)
+            raise ConnectionAbortedError("the fake upstream drops the stream")
         elif prompt in ODD:
             status, headers, content = ODD[prompt]
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -179,6 +188,7 @@ async def abandoned_while_slow(text: str, receive: Receive) -> bool:
 
 
 JSON = [(b"content-type", b"application/json")]
+NDJSON = [(b"content-type", b"application/x-ndjson")]
 ODD: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
     "redirect": (301, [*JSON, (b"location", b"http://10.9.9.9/v1/chat/completions")], b""),
     "no-content": (204, [], b""),
@@ -190,6 +200,10 @@ ODD: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
         b' "param": null, "code": 400}',
     ),
     "tgi-error": (422, JSON, b'{"error": "Input validation error", "error_type": "validation"}'),
+    "empty-text": (200, [(b"content-type", b"text/plain")], b""),
+    "ndjson": (200, NDJSON, b'{"n": 1}\n{"n": 2}\n'),
+    "big": (200, JSON, b'{"pad": "' + b"x" * 300_000 + b'"}'),
+    "big-cut": (200, JSON, b'{"pad": "' + b"x" * 300_000),
 }
 
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 EMBED_KEY = "sk-embed-5ecret-never-logged"
 CHAT_KEY = "sk-chat-5ecret-never-logged"
 CHAT = "review-writer"  # the model id clients use; the upstream knows it as upstream-chat
+SLASHED = "org/review-writer"  # a model id with a slash, as Hugging Face names them
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,12 @@ models:
     max_retries: 2
     backoff_s: 0.01
     timeout_s: 10
+    health_interval_s: 0.5
+  {SLASHED}:
+    engine: openai
+    url: {upstream.url}
+    remote_model: upstream-chat
+    api_key_file: {tmp / "chat-key"}
     health_interval_s: 0.5
 """
     )
@@ -245,10 +252,26 @@ def test_answers_that_are_not_openai_are_502(client: httpx.Client, stream: bool)
         assert response.status_code == 502, (prompt, response.status_code, response.text)
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
         assert "10.9.9.9" not in response.text and "location" not in response.headers
+    empty = client.post("/v1/chat/completions", json=chat("empty-text", stream=stream))
+    assert empty.status_code == 502, empty.text
+    # A large answer is checked for its ends only (parsing it would hold the event loop).
+    assert client.post("/v1/chat/completions", json=chat("big", stream=stream)).status_code == 200
+    cut = client.post("/v1/chat/completions", json=chat("big-cut", stream=stream))
+    assert cut.status_code == 502, cut.text[:200]
     # stream: true answered with one JSON body: relayed as that body, not as events
     whole = client.post("/v1/chat/completions", json=chat("json-for-stream", stream=stream))
     assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
     assert whole.json()["choices"][0]["message"]["content"] == "".join(REPLY)
+
+
+def test_a_stream_of_another_type_is_relayed_as_it_comes(client: httpx.Client) -> None:
+    """stream: true answered with NDJSON: passed on under its type, not buffered; broken,
+    it ends where it broke, with no SSE error event written into it."""
+    whole = client.post("/v1/chat/completions", json=chat("ndjson"))
+    assert whole.status_code == 200 and whole.headers["content-type"] == "application/x-ndjson"
+    assert whole.content == b'{"n": 1}\n{"n": 2}\n'
+    cut = client.post("/v1/chat/completions", json=chat("ndjson-cut"))
+    assert cut.status_code == 200 and cut.content == b'{"n": 1}\n'
 
 
 def test_upstream_error_bodies_get_openai_shape(client: httpx.Client) -> None:
@@ -297,12 +320,18 @@ def wait_for_abandoned(upstream: FakeOpenAI, prompt: str, seconds: float = 10) -
         time.sleep(0.02)
 
 
-def test_the_chat_models_are_listed(client: httpx.Client) -> None:
+def test_the_chat_models_are_listed(client: httpx.Client, gateway: Server) -> None:
     """OpenAI clients discover models by GET /v1/models: the relay's are there too."""
     listed = client.get("/v1/models").json()["data"]
-    assert [m["id"] for m in listed] == ["all-MiniLM-L6-v2", CHAT]
+    assert [m["id"] for m in listed] == ["all-MiniLM-L6-v2", SLASHED, CHAT]
     assert all(set(m) == {"id", "object", "created", "owned_by"} for m in listed)
-    assert client.get(f"/v1/models/{CHAT}").json()["id"] == CHAT
+    for name in (CHAT, SLASHED):  # GET /v1/models/org/review-writer, as the SDK sends it
+        sdk = OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+        assert sdk.models.retrieve(name).id == name
+    assert (
+        client.post("/v1/chat/completions", json={**chat("hi"), "model": SLASHED}).status_code
+        == 200
+    )
     unknown = client.get("/v1/models/gpt-9")
     assert unknown.status_code == 404 and CHAT in unknown.json()["error"]["message"]
 

@@ -167,6 +167,25 @@ def test_a_full_stream_refuses_new_jobs(redis_server: RedisServer) -> None:
     run(settings_for(redis_server, queue_max_len=3), body)
 
 
+def test_done_entries_behind_a_held_job_are_capped(redis_server: RedisServer) -> None:
+    """The bound counts jobs not yet done, but a job held pending for long stops the trim,
+    and done entries pile up behind it: the stream's length is capped at twice the bound."""
+
+    async def body(producer: Producer, worker: Worker, client: redis.Redis) -> None:
+        keys = keys_of(worker.settings)
+        await producer.submit("sentiment", ["held"], "held")
+        await client.xreadgroup(keys.group, "holder", {keys.stream: ">"}, count=1)  # never acked
+        for i in range(5):
+            await producer.submit("sentiment", ["done"], f"done-{i}")
+            read: Any = await client.xreadgroup(keys.group, "fast", {keys.stream: ">"}, count=1)
+            await client.xack(keys.stream, keys.group, read[0][1][0][0])
+        assert await client.xlen(keys.stream) == 6  # 1 pending and 5 done: 2 x 3
+        with pytest.raises(Overloaded):
+            await producer.submit("sentiment", ["one more"], "refused")
+
+    run(settings_for(redis_server, queue_max_len=3), body)
+
+
 def test_poison_jobs_go_to_the_dead_letter_stream(redis_server: RedisServer) -> None:
     settings = settings_for(
         redis_server, queue_max_deliveries=2, queue_reclaim_idle_s=0.2, queue_read_count=8

@@ -35,7 +35,11 @@ def served_routes(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[R
 
 
 def test_every_route_is_documented(monkeypatch: pytest.MonkeyPatch) -> None:
-    served = {(r.method.lower(), r.path) for r in served_routes(monkeypatch, SETTINGS)}
+    # {name:path} (a parameter that may hold "/") is {name} in OpenAPI
+    served = {
+        (r.method.lower(), r.path.replace(":path}", "}"))
+        for r in served_routes(monkeypatch, SETTINGS)
+    }
     paths = document(SETTINGS)["paths"]
     assert served == {(method, path) for path, item in paths.items() for method in item}
 

@@ -108,6 +108,10 @@ def error_headers(exc: InferlineError) -> list[tuple[bytes, bytes]]:
     return []
 
 
+def _segment(found: re.Match[str]) -> str:
+    return f"(?P<{found[1]}>{'.+' if found[2] else '[^/]+'})"
+
+
 class Router:
     """Exact paths in a dict; paths with ``{name}`` segments as regexes, in order."""
 
@@ -117,7 +121,9 @@ class Router:
         for route in routes:
             if "{" in route.path:
                 # fullmatch, not "$", which also matches before a final newline (.../ready%0A).
-                regex = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route.path))
+                # {name} is one segment; {name:path} takes slashes too (a model id such as
+                # "meta-llama/Llama-3.1-8B"), as in Starlette.
+                regex = re.compile(re.sub(r"\{(\w+)(:path)?\}", _segment, route.path))
                 for pattern, methods in self._patterns:
                     if pattern.pattern == regex.pattern:
                         methods[route.method] = route

@@ -18,10 +18,10 @@ its Retry-After, within the timeout) and 502/503/504 are retried with jittered b
 OpenAI's shape (429 with its Retry-After), except 401/403, which become 502 since the key at
 fault is inferline's; 503 and 504 as they are, any other 5xx as 502, with inferline's own
 message (the upstream's is logged: it may name internals). A status that is neither a
-success nor an error (a redirect, 204), or a body that is not JSON, is 502. A stream that
-breaks after its first byte ends with an error event, ``data: {"error": {...}}``, as
-OpenAI's own do. An upstream that answers ``stream: true`` with one JSON body is relayed as
-that body.
+success nor an error (a redirect, 204), an empty body or one that is not JSON, is 502. A
+stream that breaks after its first byte ends with an error event, ``data: {"error":
+{...}}``, as OpenAI's own do. An upstream that answers ``stream: true`` with one JSON body
+is relayed as that body, and a stream of another type as it comes.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from inferline.types import ChatReply
 
 log = logging.getLogger(__name__)
 
+JSON_CHECK_BYTES = 256 * 1024  # larger answers are checked for their ends only
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -82,7 +83,7 @@ async def relay(service: Service, request: Request, send: Send, path: str, field
     watcher = asyncio.get_running_loop().create_task(_watch(request, handler, state))
     try:
         async with engine.open(path, body, deadline) as reply:
-            if body.get("stream") is True and _events(reply):
+            if body.get("stream") is True and not _json(_media(reply)):
                 await _stream(reply, send, state)
             else:
                 await _whole(reply, send, state)
@@ -96,9 +97,13 @@ async def relay(service: Service, request: Request, send: Send, path: str, field
         watcher.cancel()
 
 
-def _events(reply: ChatReply) -> bool:
-    """Whether the reply is server-sent events (or says nothing of its type)."""
-    return not reply.content_type or reply.content_type.startswith(b"text/event-stream")
+def _media(reply: ChatReply) -> bytes:
+    """The reply's media type, in lower case, without parameters; empty when not given."""
+    return reply.content_type.split(b";", 1)[0].strip().lower()
+
+
+def _json(media: bytes) -> bool:
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 async def _watch(request: Request, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:
@@ -113,22 +118,40 @@ async def _watch(request: Request, handler: asyncio.Task[Any], state: dict[str, 
 
 
 async def _stream(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
-    await send({"type": "http.response.start", "status": reply.status, "headers": SSE_HEADERS})
+    """Server-sent events, event by event; another streamed type (NDJSON, say) as it comes,
+    under its own type."""
+    events = _media(reply) in (b"", b"text/event-stream")
+    headers = SSE_HEADERS if events else [(b"content-type", reply.content_type)]
+    chunks = reply.chunks()
+    try:  # the status goes out with the first bytes: until then a failure is still a 502
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError(
+            502, b"", None, f"{reply.upstream} answered {reply.status} with an empty stream"
+        ) from None
+    except EngineError as exc:
+        raise UpstreamError(502, b"", None, str(exc)) from exc
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     held = bytearray()  # the start of an event whose end has not come
     ended = True  # what was sent ends at an event's end
     try:
-        async for chunk in reply.chunks():
-            body = sse.complete(held, chunk)
+        chunk: bytes | None = first
+        while chunk is not None:
+            body = sse.complete(held, chunk) if events else chunk
             if body:
                 ended = body.endswith((b"\n\n", b"\r\n\r\n"))
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            chunk = await anext(chunks, None)
     except InferlineError as exc:
         log.warning("upstream stream failed after its start: %s", exc)
+        state["done"] = True
+        if not events:  # no way to say so in another format: the body ends where it broke
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         # A half event is dropped, so the client's parser sees whole events, then the error.
         event = orjson.dumps(error_body(502, f"the upstream failed: {exc}", None))
         closing = b"" if ended else b"\n\n"  # an event over sse.MAX_EVENT went out in part
         await send({"type": "http.response.body", "body": closing + b"data: " + event + b"\n\n"})
-        state["done"] = True
         return
     state["done"] = True
     await send({"type": "http.response.body", "body": bytes(held), "more_body": False})
@@ -140,15 +163,27 @@ async def _whole(reply: ChatReply, send: Send, state: dict[str, bool]) -> None:
     except EngineError as exc:
         raise UpstreamError(502, b"", None, str(exc)) from exc
     content_type = reply.content_type or b"application/json"
-    if b"json" in content_type:
+    media = _media(reply)
+    if not content.strip() or ((not media or _json(media)) and not _whole_json(content)):
+        raise UpstreamError(
+            502, content, None, f"{reply.upstream} answered {reply.status} with no valid answer"
+        )
+    state["done"] = True
+    await send_bytes(send, reply.status, content, [(b"content-type", content_type)])
+
+
+def _whole_json(content: bytes) -> bool:
+    """Whether ``content`` is a JSON value: parsed when small; a large one (an answer with
+    log-probabilities can be megabytes, and parsing holds the event loop) is checked for
+    its ends only, which catches a body cut short."""
+    if len(content) <= JSON_CHECK_BYTES:
         try:
             orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                502, content, None, f"{reply.upstream} answered {reply.status} with invalid JSON"
-            ) from None
-    state["done"] = True
-    await send_bytes(send, reply.status, content, [(b"content-type", content_type)])
+            return False
+        return True
+    ends = content.strip()
+    return (ends[:1], ends[-1:]) in ((b"{", b"}"), (b"[", b"]"))
 
 
 def _refusal(status: int) -> str | None:

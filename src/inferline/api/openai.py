@@ -114,7 +114,7 @@ def routes(service: Service) -> list[Route]:
             queue=lambda _: service.model("embedding").batcher,  # full: refused before parsing
         ),
         Route("GET", "/v1/models", models, error_body),
-        Route("GET", "/v1/models/{model}", model, error_body),
+        Route("GET", "/v1/models/{model:path}", model, error_body),
     ]
 
 

@@ -68,8 +68,10 @@ def simple_schemas(settings: Settings) -> Schema:
             "type": "string",
             "maxLength": settings.max_text_chars,
             "pattern": TEXT_PATTERN,
-            "description": "Not blank, without NUL. Texts over the model's 256 tokens are "
-            "truncated, and the response says so; a request's tokens are limited to "
+            "description": "Not blank, without NUL, and with a character the model reads: "
+            "one of only control, format or combining characters is refused (422; 400 on OIP "
+            "and OpenAI), a rule this pattern does not state. Texts over the model's 256 "
+            "tokens are truncated (/predict and /embed say so); a request's tokens are limited to "
             f"{settings.max_request_tokens}.",
         },
         "Texts": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inferline.config import Settings
 from inferline.errors import InvalidInput, Unavailable
@@ -56,18 +56,18 @@ def check_job_id(job_id: object) -> str:
     return job_id
 
 
-def connect(settings: Settings, *, block_ms: int = 0) -> redis.Redis:
+def connect(settings: Settings, *, block_ms: int = 0, retry: bool = False) -> redis.Redis:
     """A client for ``INFERLINE_REDIS_URL`` (passwords and ``rediss://`` work). Connections
     are made lazily, and again after a failure; ``block_ms`` widens the read timeout for
-    blocking reads."""
+    blocking reads. ``retry``: a command that fails on a connection Redis closed (a
+    restart, CLIENT KILL, an idle timeout) is sent once more on a fresh one. Only for
+    commands that are safe to apply twice (a ConnectionError may come after Redis ran
+    one): the producer's, whose SUBMIT is keyed by the job id; not the worker's writes."""
     if not settings.redis_url:
         raise Unavailable(
             "the job queue is not configured: set INFERLINE_REDIS_URL to a Redis server"
         )
     import redis.asyncio as redis  # only the queue needs it
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
 
     return redis.Redis.from_url(
         settings.redis_url,
@@ -79,9 +79,16 @@ def connect(settings: Settings, *, block_ms: int = 0) -> redis.Redis:
         socket_connect_timeout=5,
         socket_timeout=10 + block_ms / 1000,
         health_check_interval=30,
-        # A pooled connection that Redis closed (a restart, CLIENT KILL, an idle timeout)
-        # fails on its next use; redis-py retries no error unless told to. One retry on a
-        # fresh connection is enough, and a Redis that is down still fails at once.
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError],
+        **(_retry_once() if retry else {}),
     )
+
+
+def _retry_once() -> dict[str, Any]:
+    """redis-py retries no error unless told to, and its default Retry would also retry
+    timeouts (a command that may have run): connection errors only, once, at once."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    errors = (RedisConnectionError,)
+    return {"retry": Retry(NoBackoff(), 1, supported_errors=errors), "retry_on_error": errors}

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # The bound counts the jobs not yet done: the group's lag (waiting) and pending entries
 # (in hand), not XLEN, which also counts done entries until the workers next trim (every
 # reclaim round, never past the oldest pending entry). Without a lag (Redis before 7.0, or
-# one it cannot tell) XLEN stands in.
+# one it cannot tell) XLEN stands in. XLEN is still capped, at twice the bound: a job held
+# pending for long (its upstream down) stops the trim, and done entries pile up behind it.
 # The job key holds the model and a hash of the inputs, so an id reused for other work is
 # refused (CONFLICT) rather than answered with the first job's result; a key holding the
 # model alone (written before the hash was) matches any inputs.
@@ -51,8 +52,9 @@ else
     for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
     if info['name'] == ARGV[5] and info['lag'] then held = info['lag'] + info['pending'] end
   end
-  if not held then held = redis.call('XLEN', KEYS[2]) end
-  if held >= tonumber(ARGV[1]) then return -1 end
+  local length = redis.call('XLEN', KEYS[2])
+  if not held then held = length end
+  if held >= tonumber(ARGV[1]) or length >= 2 * tonumber(ARGV[1]) then return -1 end
 end
 redis.call('SET', KEYS[1], tag)
 local fields = {'id', ARGV[2], 'model', ARGV[3], 'inputs', ARGV[4]}
@@ -92,7 +94,8 @@ class Producer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Producer:
-        return cls(connect(settings), keys_of(settings), settings.queue_max_len)
+        # SUBMIT is keyed by the job id and the reads are reads: safe to send twice.
+        return cls(connect(settings, retry=True), keys_of(settings), settings.queue_max_len)
 
     async def close(self) -> None:
         await self.client.aclose()
