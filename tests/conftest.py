@@ -45,8 +45,25 @@ def model_dir() -> Path:
     return path
 
 
+class Logged:
+    """A process whose output goes to ``log``."""
+
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, seconds: float = 10) -> str:
+        """The log once it holds ``text`` (a line may reach the file a moment after the
+        answer that follows it reaches the client); the log as it is after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while text not in (output := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return output
+
+
 @dataclass
-class Server:
+class Server(Logged):
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
@@ -61,17 +78,6 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_output(self, text: str, seconds: float = 10) -> str:
-        """The log once it holds ``text`` (a line may reach the file a moment after the
-        answer that follows it reaches the client); the log as it is after ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while text not in (output := self.output()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return output
 
 
 def start_server(
@@ -248,21 +254,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(Logged):
     proc: subprocess.Popen[bytes]
     log: Path
     metrics_port: int
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_output(self, text: str, seconds: float = 10) -> str:
-        """The log once it holds ``text`` (a line may reach the file a moment after the
-        answer that follows it reaches the client); the log as it is after ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while text not in (output := self.output()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return output
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

@@ -98,6 +98,11 @@ def test_embeddings_come_from_the_upstream(client: httpx.Client, upstream: FakeO
     assert body["model"] == "text-embedding-fake" and body["input"] == texts
     assert headers["authorization"] == f"Bearer {EMBED_KEY}"
     assert client.post("/predict", json={"text": "great"}).status_code == 200  # local ONNX
+    # A text of zero-width characters is nothing to the local model, and refused there; a
+    # remote model tokenises in its own way, so it goes upstream.
+    assert client.post("/predict", json={"text": "\u200b"}).status_code == 422
+    remote = client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "\u200b"})
+    assert remote.status_code == 200, remote.text
 
 
 def test_a_callers_deadline_ends_the_upstream_call_and_spares_the_breaker(
