@@ -97,6 +97,8 @@ def reason_of(exc: InferlineError) -> str:
     """The ``reason`` label of ``inferline_rejected_total`` for a refused request."""
     if isinstance(exc, PayloadTooLarge):
         return "too_large"
+    if isinstance(exc, InvalidInput) and exc.status == 409:
+        return "conflict"
     if isinstance(exc, Overloaded):
         return exc.reason
     for kind, reason in _REASONS.items():

@@ -233,6 +233,8 @@ def test_bytes_that_are_not_utf8_fail_their_job_alone(redis_server: RedisServer)
         assert [o["status"] if o else None for o in bad] == ["failed"] * 3
         assert bad[0] is not None and "not a list of texts" in bad[0]["error"]
         assert bad[1] is not None and "not UTF-8" in bad[1]["error"]
+        sample = worker.metrics.registry.get_sample_value  # one label for an unknown model
+        assert sample("inferline_jobs_total", {"model": "none", "outcome": "failed"}) == 2
         assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
 
     run(settings_for(redis_server), body)

@@ -47,6 +47,11 @@ def test_probes_follow_redis_and_the_drain(tmp_path: Path, worker_factory: Worke
         assert missing.status_code == 404 and missing.json()["error"] == "no such path: /nope"
         refused = httpx.post(base + "/health/ready")
         assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+        for path in ("/metrics", "/health/live"):  # HEAD: GET's status and headers, no body
+            head = httpx.head(base + path)
+            assert head.status_code == 200 and head.content == b"", path
+            assert int(head.headers["content-length"]) > 0, path
+        assert httpx.post(base + "/metrics").status_code == 405
 
         redis.stop()  # alive, but not ready: a restart would not bring Redis back
         down = wait_for(base + "/health/ready", 503)

@@ -33,3 +33,7 @@ def test_only_the_producer_retries_redis_commands() -> None:
     # The worker's pipelines (its MULTI of XACK, result and dead letter) are never re-sent.
     worker = connect(settings, block_ms=1000)
     assert not worker.connection_pool.connection_kwargs.get("retry_on_error")
+
+
+def test_log_levels_are_read_in_any_case() -> None:
+    assert Settings(log_level="WARNING").log_level == "warning"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -86,3 +87,38 @@ def test_the_default_sampler_follows_an_unsampled_parent(exporter: InMemorySpanE
         assert span is not None and not span.is_recording()
         assert not span.get_span_context().trace_flags.sampled
     assert exporter.get_finished_spans() == ()
+
+
+def test_a_batch_joins_its_oldest_sampled_members_trace() -> None:
+    """Under parent-based sampling, an unsampled oldest member made the batch and engine
+    spans unsampled, and a sampled request in the same batch lost them."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.install(provider)
+    unsampled = "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1-bbbbbbbbbbbbbbb1-00"
+    try:
+        with (
+            tracing.server_span("POST /u", {"traceparent": unsampled}, {}) as first,
+            tracing.server_span("POST /s", {"traceparent": PARENT}, {}) as second,
+        ):
+            assert first is not None and second is not None
+            with tracing.batch_span("embedding", "onnx", [first, second], 2, 9):
+                pass
+    finally:
+        tracing.install(None)
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert sorted(spans) == ["POST /s", "batch embedding", "onnx infer"]
+    batch = spans["batch embedding"]
+    assert batch.context.trace_id == spans["POST /s"].context.trace_id
+    assert len(batch.links) == 2  # both members, the unsampled one included
+
+
+@pytest.mark.parametrize("exporters", ["zipkin", "none,jaeger"])
+def test_no_supported_exporter_leaves_tracing_off(
+    monkeypatch: pytest.MonkeyPatch, exporters: str
+) -> None:
+    """Spans were recorded, and trace ids logged, with nothing to send them to."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", exporters)
+    assert not tracing.configure_from_env()
+    assert not tracing.enabled()

@@ -111,6 +111,7 @@ def test_log_times_are_what_datetime_would_write(created: float) -> None:
     ("error", "reason"),
     [
         (InvalidInput("x"), "invalid"),
+        (InvalidInput("x", status=409), "conflict"),  # a job id used for other work
         (PayloadTooLarge("x"), "too_large"),
         (Unauthorized("x"), "unauthorized"),
         (NotFound("x"), "not_found"),
@@ -146,6 +147,7 @@ metrics = Metrics()
 assert metrics.multiprocess
 metrics.record_request(RequestRecord("rest", model="sentiment", status="200"), 0.01)
 metrics.inflight.inc()
+metrics.load_seconds.set(0.25)
 print(metrics.render().decode())
 metrics.process_exits()
 """
@@ -165,6 +167,8 @@ def test_multiprocess_mode_merges_every_process(tmp_path: Path) -> None:
     assert f"inferline_request_duration_seconds_count{{{labels}}} 2.0" in outputs[1]
     # Its gauges are its own: the first process exited and took its in-flight one along.
     assert "inferline_inflight_requests 1.0" in outputs[1], outputs[1]
+    # Every gauge file goes with its process, the max-mode ones (load time) too.
+    assert not list(tmp_path.glob("gauge_*")), sorted(p.name for p in tmp_path.iterdir())
 
 
 def test_refusal_lines_are_capped_each_second_and_the_rest_counted() -> None:

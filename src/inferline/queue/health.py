@@ -48,12 +48,29 @@ class WorkerHealth:
         self._metrics = make_wsgi_app(registry)
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            body = {"error": "only GET is served here"}
+            return _json(start, "405 Method Not Allowed", body, [("Allow", "GET, HEAD")])
+        if method == "GET":
+            return self._get(environ, start)
+        # HEAD: GET's status and headers, its length included, and no body (wsgiref sends
+        # whatever the app returns).
+        answer: dict[str, Any] = {}
+
+        def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        content = b"".join(self._get({**environ, "REQUEST_METHOD": "GET"}, keep))
+        headers = [(k, v) for k, v in answer["headers"] if k.lower() != "content-length"]
+        start(answer["status"], [*headers, ("Content-Length", str(len(content)))])
+        return []
+
+    def _get(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics(environ, start)  # type: ignore[no-any-return]
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            body = {"error": "only GET is served here"}
-            return _json(start, "405 Method Not Allowed", body, [("Allow", "GET, HEAD")])
         if path in ("/health", "/health/live"):
             status, body = self.live()
         elif path == "/health/ready":

@@ -450,9 +450,9 @@ class Worker:
         now_ms = time.time() * 1000
         for job in jobs:
             outcome = "dead_lettered" if job.dead else job.status
-            model = job.model if job.model in MODELS else "unknown"  # labels stay bounded
+            model = job.model if job.model in MODELS else "none"  # bounded, as requests_total
             self.metrics.jobs.labels(model, outcome).inc()
-            record = RequestRecord("queue", model if model in MODELS else "none", outcome)
+            record = RequestRecord("queue", model, outcome)
             waited_ms = max(0.0, now_ms - _entry_key(job.entry)[0])  # clocks may disagree
             self.metrics.record_request(record, waited_ms / 1000)
 

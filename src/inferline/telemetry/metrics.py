@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,8 +27,10 @@ from inferline.telemetry.context import RequestRecord
 from inferline.telemetry.gpu import GpuCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A request's whole time: jobs wait in the stream and relayed chats generate, for minutes.
+REQUEST_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0, 120.0, 300.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
+TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 TPS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -56,7 +59,7 @@ class Metrics:
             "inferline_request_duration_seconds",
             "Time from a request's arrival to its response",
             ["protocol", "model", "status"],
-            LATENCY_BUCKETS,
+            REQUEST_BUCKETS,
         )
         self.queue_wait = hist(
             "inferline_queue_wait_seconds",
@@ -222,7 +225,12 @@ class Metrics:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+            pid = os.getpid()
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+            # mark_process_dead removes the livesum files only; the max-mode gauges (load
+            # time, stream lag and pending) would stay in every later scrape.
+            for path in Path(os.environ[MULTIPROC_ENV]).glob(f"gauge_*_{pid}.db"):
+                path.unlink(missing_ok=True)
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -71,12 +71,20 @@ def configure_from_env(default_service: str = "inferline") -> bool:
 
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": default_service}
     provider = TracerProvider(resource=Resource.create(attributes))
-    for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
-        exporter = _exporter(name.strip().lower())
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+    names = [
+        n.strip().lower() for n in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")
+    ]
+    exporters = [e for e in (_exporter(n) for n in names if n != "none") if e is not None]
+    if not exporters:  # spans that go nowhere would cost for nothing
+        log.warning("tracing off: OTEL_TRACES_EXPORTER names no supported exporter")
+        return False
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     install(provider)
+    # The SDK's propagator warns once per request with a traceparent over its length limit:
+    # a client could fill the log. Such a header starts a new trace, which says enough.
+    logging.getLogger("opentelemetry.trace.propagation.tracecontext").setLevel(logging.ERROR)
     log.info("tracing on", extra={"exporters": os.environ.get("OTEL_TRACES_EXPORTER", "otlp")})
     return True
 
@@ -87,7 +95,7 @@ def _exporter(name: str) -> Any:
 
         return ConsoleSpanExporter()
     if name != "otlp":
-        log.warning("OTEL_TRACES_EXPORTER %r is not supported (otlp, console, none)", name)
+        log.warning("OTEL_TRACES_EXPORTER %r is not supported: use otlp or console", name)
         return None
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -221,7 +229,8 @@ def batch_span(
 ) -> Iterator[None]:
     """A span for one batch and, inside it, one for the engine call (current while the
     engine runs, so that a remote engine passes it upstream). The batch belongs to its
-    oldest member's trace and links every member's span."""
+    oldest sampled member's trace and links every member's span: under parent-based
+    sampling, an unsampled parent would drop the batch from every member's trace."""
     if _rec is None:
         yield
         return
@@ -233,7 +242,9 @@ def batch_span(
         if ctx.span_id not in seen:
             seen.add(ctx.span_id)
             links.append(_otel.Link(ctx))
-    parent = trace.set_span_in_context(members[0]) if members else None
+    sampled = [m for m in members if m.get_span_context().trace_flags.sampled]
+    oldest = sampled[0] if sampled else members[0] if members else None
+    parent = trace.set_span_in_context(oldest) if oldest is not None else None
     attributes: dict[str, str | int] = {
         "inferline.model": model,
         "batch.size": size,
