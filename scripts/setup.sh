@@ -14,7 +14,13 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+  # Debian's own Python keeps venv's pip bootstrap (ensurepip) in the python3-venv package,
+  # which a fresh system lacks.
+  if ! "$python" -c 'import ensurepip' 2>/dev/null; then
+    bash scripts/apt.sh "python3-venv"
+  fi
   echo "== creating .venv"
+  rm -rf .venv  # a half-made one, from a run that failed here
   "$python" -m venv .venv
 fi
 

@@ -7,20 +7,10 @@ bash scripts/setup.sh
 
 # The queue tests start their own redis-server (Debian's, 7.x); the benchmark smoke test
 # drives the server with wrk.
-missing=""
-command -v redis-server >/dev/null || missing="$missing redis-server"
-command -v wrk >/dev/null || missing="$missing wrk"
-if [ -n "$missing" ]; then
-  echo "== installing$missing"
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  # shellcheck disable=SC2086  # one word per package
-  $sudo apt-get install -y -q $missing || {
-    $sudo apt-get update -q
-    $sudo apt-get install -y -q $missing
-  }
-fi
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v wrk >/dev/null || missing+=(wrk)
+bash scripts/apt.sh "${missing[@]}"
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench scripts

@@ -41,7 +41,7 @@ def free_port() -> int:
 def model_dir() -> Path:
     path = Settings().model_dir
     if not (path / "manifest.json").is_file():
-        pytest.fail(f"no model at {path}: run `inferline model build` first (make test does)")
+        pytest.fail(f"no model at {path}: run `inferline model build` first (scripts/test.sh does)")
     return path
 
 

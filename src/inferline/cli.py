@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,16 +127,22 @@ def _bench_parser(commands: Any) -> None:
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):  # NaN fails the first test too
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or value == math.inf:  # NaN fails the first test too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return value
 
 

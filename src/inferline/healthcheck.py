@@ -15,6 +15,7 @@ TLS an exec probe running this module is the way to probe (docs/operations.md, "
 
 from __future__ import annotations
 
+import http.client
 import os
 import ssl
 import sys
@@ -58,7 +59,7 @@ def check(port: str, context: ssl.SSLContext | None = None) -> bool | None:
         return False
     except urllib.error.URLError as exc:
         return None if isinstance(exc.reason, ConnectionRefusedError) else False
-    except OSError:  # a timeout while reading, a reset
+    except (OSError, http.client.HTTPException):  # a timeout, a reset, or not HTTP at all
         return False
 
 

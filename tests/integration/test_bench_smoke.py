@@ -196,7 +196,7 @@ def test_systems_are_compared_through_their_ratios_to_the_raw_engine() -> None:
 def test_overload_load_carries_the_api_key(server_factory: ServerFactory, tmp_path: Path) -> None:
     """`bench.overload --api-key`: wrk (capacity) and the open-loop client both send it."""
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (make test installs it)")
+        pytest.skip("wrk is not installed (scripts/test.sh installs it)")
     server = server_factory({"INFERLINE_API_KEYS": "k1"})
     port = int(server.url.rsplit(":", 1)[1])
     bodies = [b'{"text": "great phone"}', b'{"text": "it broke"}']

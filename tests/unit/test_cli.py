@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,25 @@ def test_bad_lines_are_named_by_file_and_line(
     texts.write_text('"fine"\n""\n')
     assert main(["submit", str(texts), "--model", "sentiment", *url]) == 2
     assert f"{texts}:2: the text is empty" in capsys.readouterr().err
+
+
+def test_bench_names_a_bad_data_line_and_checks_for_matplotlib_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both were tracebacks; the second only after the whole run."""
+    data = tmp_path / "texts.jsonl"
+    data.write_text('{"text": "fine"}\n{"foo": 1}\n')
+    nowhere = ["http://127.0.0.1:1", "--duration", "1", "--quiet"]
+    assert main(["bench", *nowhere, "--data", str(data)]) == 2
+    assert f"{data}:2: expected a string or an object with 'text'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["bench", *nowhere, "--plot-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--plot-dir needs matplotlib" in err and err.count("\n") == 1, err
+
+
+def test_a_bad_number_flag_says_what_it_got(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--duration", "abc"])
+    assert exited.value.code == 2
+    assert "'abc' is not a positive number" in capsys.readouterr().err

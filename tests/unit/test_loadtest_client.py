@@ -84,3 +84,17 @@ def test_a_server_that_never_answers_is_counted_as_failing() -> None:
     record = run(close_at_once, rate=20, duration=0.25)
     assert record.errors == 5
     assert not record.statuses
+
+
+def test_a_rate_past_what_the_client_can_offer_ends_at_its_duration() -> None:
+    """Behind schedule, the sender never yielded: it made every task (10^8 here) before
+    sending anything, and grew without end."""
+
+    async def answer_all(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await read_request(r):
+            w.write(OK)
+            await w.drain()
+
+    record = run(answer_all, rate=1e9, duration=0.1)
+    assert 0 < record.sent < 10**6 and record.errors == 0
+    assert sum(record.statuses.values()) == record.sent

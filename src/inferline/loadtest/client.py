@@ -272,9 +272,11 @@ async def open_loop(
     tasks = []
     for i in range(total):
         scheduled = start + i / rate
-        delay = scheduled - now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if now() >= start + duration:  # behind a rate this client cannot offer: stop there
+            break
+        # Always yield: behind schedule, a loop that never did created every task at once
+        # and sent nothing.
+        await asyncio.sleep(max(0.0, scheduled - now()))
         tasks.append(asyncio.ensure_future(one(i, scheduled)))
         record.sent += 1
     await asyncio.gather(*tasks)

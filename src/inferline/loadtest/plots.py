@@ -12,13 +12,20 @@ from typing import Any
 from inferline.loadtest.stats import cdf
 
 
-def _pyplot() -> Any:
+def need_matplotlib() -> None:
+    """ValueError (a one-line CLI error) when matplotlib is not installed."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise RuntimeError(
-            "plots need matplotlib: pip install 'inferline[bench]' (or matplotlib)"
+        raise ValueError(
+            "--plot-dir needs matplotlib: pip install 'inferline[bench]' (or matplotlib)"
         ) from None
+
+
+def _pyplot() -> Any:
+    need_matplotlib()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -58,15 +58,27 @@ def load_texts(path: Path | None) -> list[str]:
     each); the built-in sample when ``path`` is None."""
     if path is None:
         return list(SAMPLE_TEXTS)
+    try:
+        data = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 (at byte {exc.start})") from None
     texts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # Lines end at "\n" (and "\r\n"), not at U+2028 as splitlines() has it: JSON may hold it.
+    for n, raw in enumerate(data.split("\n"), 1):
+        line = raw.removesuffix("\r")
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
-            value = json.loads(line)
-            texts.append(value["text"] if isinstance(value, dict) else str(value))
-        else:
+        if path.suffix != ".jsonl":
             texts.append(line)
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
+        text = value.get("text") if isinstance(value, dict) else value
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{n}: expected a string or an object with 'text'")
+        texts.append(text)
     if not texts:
         raise ValueError(f"no texts in {path}")
     return texts
@@ -285,6 +297,10 @@ def main(args: Any, out: TextIO | None = None) -> int:
     """Entry point of ``inferline bench`` (``args`` from the CLI's parser); prints to
     ``out``, or to whatever ``sys.stdout`` is at the time."""
     out = out or sys.stdout
+    if args.plot_dir is not None:
+        from inferline.loadtest import plots
+
+        plots.need_matplotlib()  # before the run, not after it
     workloads = ["single", "multi", "latency"] if args.workload == "all" else [args.workload]
     texts = load_texts(args.data)
     headers = auth_headers(args.api_key)

@@ -73,8 +73,8 @@ def unavailable(exc: RedisError) -> Unavailable:
     """The 503 for a failed Redis call. Its detail names Redis's address: logged only."""
     log.warning("the job queue failed: %s", exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        return Unavailable("the job queue is unreachable; see the server log")
-    return Unavailable("the job queue refused the request; see the server log")
+        return Unavailable("the job queue is unreachable (the log says why)")
+    return Unavailable("the job queue refused the request (the log says why)")
 
 
 def encode_outcome(status: str, job_id: str, model: str, payload: Any) -> bytes:
