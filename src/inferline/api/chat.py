@@ -36,6 +36,7 @@ import orjson
 from inferline.api.app import Route
 from inferline.api.http import JSON_TYPE, Request, Send, send_bytes
 from inferline.api.openai import RequestError, error_body
+from inferline.api.openapi_schemas import timeout_header
 from inferline.api.validation import requested_timeout
 from inferline.engines import sse
 from inferline.errors import EngineError, InferlineError, UpstreamError
@@ -257,13 +258,10 @@ def _check(body: Any, field: str) -> dict[str, Any]:
     return body
 
 
-TIMEOUT = {
-    "name": "X-Request-Timeout",
-    "in": "header",
-    "schema": {"type": "number", "exclusiveMinimum": 0},
-    "description": "Seconds to wait for the upstream's answer to start (at most ten times the "
-    "server's default, and the model's timeout_s); past it, 504.",
-}
+TIMEOUT = timeout_header(
+    "Seconds to wait for the upstream's answer to start (at most ten times the server's "
+    "default, and the model's timeout_s); past it, 504."
+)
 
 
 def openapi_paths() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from inferline.api.openapi_schemas import (
     openai_schemas,
     ref,
     simple_schemas,
+    timeout_header,
 )
 from inferline.api.openapi_schemas import TEXT_PATTERN as TEXT_PATTERN  # noqa: PLC0414 - re-export
 from inferline.auth import ApiKeys
@@ -74,13 +75,10 @@ def operation(summary: str, ok: Schema, **others: Schema) -> Schema:
     return {"summary": summary, "responses": {"200": ok, **others}}
 
 
-TIMEOUT = {
-    "name": "X-Request-Timeout",
-    "in": "header",
-    "schema": {"type": "number", "exclusiveMinimum": 0},
-    "description": "Deadline in seconds (at most ten times the server's default); texts "
-    "not answered when it passes get 504.",
-}
+TIMEOUT = timeout_header(
+    "Deadline in seconds (at most ten times the server's default); texts not answered when "
+    "it passes get 504."
+)
 INFERENCE_ERRORS = (400, 413, 422, 429, 500, 503, 504)
 
 

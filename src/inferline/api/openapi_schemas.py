@@ -35,6 +35,16 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def timeout_header(description: str) -> Schema:
+    """The ``X-Request-Timeout`` header parameter; each route says what it bounds."""
+    return {
+        "name": "X-Request-Timeout",
+        "in": "header",
+        "schema": {"type": "number", "exclusiveMinimum": 0},
+        "description": description,
+    }
+
+
 def obj(properties: Schema, required: str = "", closed: bool = True) -> Schema:
     """An object schema; ``required`` names the required properties, separated by spaces."""
     schema: Schema = {"type": "object", "properties": properties}
