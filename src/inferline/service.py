@@ -302,7 +302,7 @@ class Service:
             raise InvalidInput("no texts given")
         items = await self.encode(texts)
         tokens = sum(item.tokens for item in items)
-        if model.engine.info.engine not in REMOTE:  # a remote model tokenises in its own way
+        if not model.engine.info.sends_text:  # a remote model tokenises in its own way
             _refuse_empty(items)
         record = context.current()
         if record is not None:
@@ -332,9 +332,6 @@ class Service:
 
 def _depth(batcher: Batcher) -> Callable[[], float]:
     return lambda: float(batcher.queue_depth)
-
-
-REMOTE = ("oip", "openai")  # EngineInfo.engine of the engines that send text upstream
 
 
 def _refuse_empty(items: Sequence[Item]) -> None:

@@ -39,6 +39,7 @@ class EngineInfo:
     lanes: int  # batches it runs at once (threads locally, requests in flight remotely)
     engine: str = "local"  # which engine: the ``engine`` label of the metrics
     pads: bool = True  # batches are padded here, so the batcher limits padding; remote: no
+    sends_text: bool = False  # the model reads Item.text (a remote one, with its tokenizer)
     row_width: int = 0  # >0: short texts share rows this wide (engines/packing.py), no padding
 
 

@@ -86,6 +86,7 @@ class OipEngine:
             lanes=spec.concurrency,
             engine="oip",
             pads=False,  # the upstream batches (and pads) on its own
+            sends_text=True,
         )
 
     def __repr__(self) -> str:

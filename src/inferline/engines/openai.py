@@ -165,6 +165,7 @@ class OpenAIEngine(_Client):
             lanes=spec.concurrency,
             engine="openai",
             pads=False,
+            sends_text=True,
         )
 
     @property

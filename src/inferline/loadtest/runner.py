@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from inferline import textfile
 from inferline.loadtest.client import Record, Target, closed_loop, open_loop
 from inferline.loadtest.progress import live
 from inferline.loadtest.stats import Summary, summarize
@@ -58,27 +59,11 @@ def load_texts(path: Path | None) -> list[str]:
     each); the built-in sample when ``path`` is None."""
     if path is None:
         return list(SAMPLE_TEXTS)
-    try:
-        data = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 (at byte {exc.start})") from None
-    texts = []
-    # Lines end at "\n" (and "\r\n"), not at U+2028 as splitlines() has it: JSON may hold it.
-    for n, raw in enumerate(data.split("\n"), 1):
-        line = raw.removesuffix("\r")
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            texts.append(line)
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
-        text = value.get("text") if isinstance(value, dict) else value
-        if not isinstance(text, str):
-            raise ValueError(f"{path}:{n}: expected a string or an object with 'text'")
-        texts.append(text)
+    data = textfile.read(path)
+    jsonl = path.suffix == ".jsonl"
+    texts = [
+        textfile.jsonl_text(path, n, line) if jsonl else line for n, line in textfile.lines(data)
+    ]
     if not texts:
         raise ValueError(f"no texts in {path}")
     return texts

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from inferline import textfile
 from inferline.config import Settings
 from inferline.errors import InvalidInput
 from inferline.queue.producer import CONFLICT, DONE, FAILED, NEW, PENDING, REFUSED, Producer
@@ -31,27 +32,12 @@ def read_texts(path: Path) -> list[str]:
     """The texts of a JSONL file (a string, or an object with ``text``, per line) or a CSV
     file with a ``text`` column, all checked before any is sent: a bad line stops the run
     with its line number. A UTF-8 byte order mark (Excel writes one) is skipped."""
-    try:
-        data = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 (at byte {exc.start})") from None
+    data = textfile.read(path)
     if path.suffix.lower() == ".csv":
         return _csv_texts(path, data)
-    texts = []
-    # Lines end at "\n" alone: str.splitlines() also splits at U+2028, U+0085 and other
-    # characters that JSON strings may hold unescaped.
-    for n, line in enumerate(data.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            value: Any = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"{path}:{n}: not JSON: {exc}") from None
-        text = value.get("text") if isinstance(value, dict) else value
-        if not isinstance(text, str):
-            raise InvalidInput(f"{path}:{n}: expected a string or an object with 'text'")
-        texts.append(_checked(text, path, n))
-    return texts
+    return [
+        _checked(textfile.jsonl_text(path, n, line), path, n) for n, line in textfile.lines(data)
+    ]
 
 
 def _csv_texts(path: Path, data: str) -> list[str]:
