@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from inferline.queue.keys import MODELS, QueueKeys, check_job_id, connect, keys_
 from inferline.telemetry import tracing
 
 log = logging.getLogger(__name__)
+_logged_at = -1.0  # when unavailable() last logged (time.monotonic())
 
 # Atomic: the idempotency key and the stream entry appear together or not at all, and a
 # stream over its bound refuses the job before anything is written. A stream that does not
@@ -70,8 +72,13 @@ FAILED = "failed"
 
 
 def unavailable(exc: RedisError) -> Unavailable:
-    """The 503 for a failed Redis call. Its detail names Redis's address: logged only."""
-    log.warning("the job queue failed: %s", exc)
+    """The 503 for a failed Redis call. Its detail names Redis's address: logged only, at
+    most once a second, since during an outage every request fails with it."""
+    global _logged_at  # noqa: PLW0603 - one line a second for the whole process
+    now = time.monotonic()
+    if now - _logged_at >= 1.0:
+        _logged_at = now
+        log.warning("the job queue failed: %s", exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return Unavailable("the job queue is unreachable (the log says why)")
     return Unavailable("the job queue refused the request (the log says why)")
