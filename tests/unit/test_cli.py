@@ -44,6 +44,20 @@ def test_bad_lines_are_named_by_file_and_line(
     assert f"{texts}:2: the text is empty" in capsys.readouterr().err
 
 
+def test_submit_checks_its_output_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both used to surface only after every job was sent (and, with --wait, done)."""
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('"fine"\n')
+    submit = ["submit", str(texts), "--redis-url", "redis://127.0.0.1:1"]
+    assert main([*submit, "--wait", "-o", str(tmp_path / "missing" / "out.jsonl")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+    assert main([*submit, "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "--output needs --wait" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_bench_names_a_bad_data_line_and_checks_for_matplotlib_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,6 +96,11 @@ def submit_file(
 ) -> int:
     """Enqueue every line of ``path``; with ``wait``, write the outcomes in input order (to
     ``output`` or stdout). Returns the number of failed jobs."""
+    if output is not None:
+        if not wait:
+            raise InvalidInput("--output needs --wait: the results are written when all are in")
+        with output.open("ab"):  # a missing folder or no permission: say so before the wait
+            pass
     texts = read_texts(path)
     ids = job_ids(path, model, len(texts))
     outcomes = asyncio.run(_submit(settings, model, texts, ids, wait=wait, progress=progress))
