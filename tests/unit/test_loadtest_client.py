@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from inferline.loadtest import runner
 from inferline.loadtest.client import Record, Target, open_loop
+from inferline.loadtest.runner import Outcome
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -98,3 +100,32 @@ def test_a_rate_past_what_the_client_can_offer_ends_at_its_duration() -> None:
     record = run(answer_all, rate=1e9, duration=0.1)
     assert 0 < record.sent < 10**6 and record.errors == 0
     assert sum(record.statuses.values()) == record.sent
+
+
+def test_connections_flag_bounds_the_latency_runs_calibration_too() -> None:
+    """``--workload latency --connections N`` measured its rate with 64 connections."""
+    open_now = peak = 0
+
+    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while await read_request(r):
+                await asyncio.sleep(0.005)
+                w.write(OK)
+                await w.drain()
+        finally:
+            open_now -= 1
+
+    async def scenario() -> list[Outcome]:
+        server = await asyncio.start_server(closing(slow), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            url = f"http://127.0.0.1:{port}"
+            return await runner.run(url, ["latency"], ["x"], duration=0.3, connections=3)
+
+    single, latency = asyncio.run(scenario())
+    assert single.summary.workload == "single" and latency.summary.workload == "latency"
+    assert single.summary.errors == latency.summary.errors == 0
+    assert 0 < peak <= 3

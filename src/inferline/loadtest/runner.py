@@ -166,6 +166,7 @@ async def run(
     single: Summary | None = None
     common: dict[str, Any] = {
         "duration": duration,
+        "connections": connections,
         "progress": progress,
         "tls": tls,
         "headers": headers,
@@ -187,7 +188,6 @@ async def run(
             url,
             name,
             texts,
-            connections=connections,
             rate=rate if name == "latency" else None,
             **common,
         )
