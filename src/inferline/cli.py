@@ -11,14 +11,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferline.config import Settings, describe
+from inferline.config import SERVE_ONLY, WORKER_ONLY, Settings, describe
 from inferline.errors import InferlineError
 
 DEFAULT_DATA = Path("../shared/data/sentiment")
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
+def _settings_flags(parser: argparse.ArgumentParser, others: frozenset[str]) -> None:
+    """A flag for each setting, except ``others``: the other command's own."""
     for name, field in Settings.model_fields.items():
+        if name in others:
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -43,10 +46,10 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the service: HTTP (REST, OIP, OpenAI) and gRPC (OIP, health)"
     )
-    _settings_flags(serve)
+    _settings_flags(serve, WORKER_ONLY)
 
     worker = commands.add_parser("worker", help="run a queue worker (needs INFERLINE_REDIS_URL)")
-    _settings_flags(worker)
+    _settings_flags(worker, SERVE_ONLY)
 
     submit = commands.add_parser(
         "submit", help="enqueue a JSONL or CSV file, one job per line; run again to resume"

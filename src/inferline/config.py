@@ -29,6 +29,21 @@ def describe(exc: ValidationError, tags: frozenset[str] = frozenset()) -> str:
     return "; ".join(problems)
 
 
+# Settings one command reads and the other does not. Both accept every INFERLINE_* variable
+# (one ConfigMap may feed both), but each lists only its own flags.
+SERVE_ONLY = frozenset(
+    {"port", "grpc_port", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
+    | {"max_body_bytes", "max_header_bytes", "keep_alive_s", "request_timeout_s"}
+    | {"api_keys", "api_keys_file", "api_keys_reload_s", "auth_open_paths"}
+    | {"max_concurrent_per_key", "access_log", "access_log_refusals_per_s"}
+)
+WORKER_ONLY = frozenset(
+    {"worker_name", "worker_metrics_port", "queue_max_deliveries", "queue_reclaim_idle_s"}
+    | {"queue_read_count", "queue_prefetch", "queue_block_ms", "queue_result_ttl_s"}
+    | {"queue_job_timeout_s"}
+)
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Each field maps to ``INFERLINE_<FIELD>``."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from inferline.cli import main
+from inferline.config import SERVE_ONLY, WORKER_ONLY, Settings
 
 
 @pytest.mark.parametrize(
@@ -78,3 +79,21 @@ def test_a_bad_number_flag_says_what_it_got(capsys: pytest.CaptureFixture[str]) 
         main(["bench", "--duration", "abc"])
     assert exited.value.code == 2
     assert "'abc' is not a positive number" in capsys.readouterr().err
+
+
+def test_each_command_lists_only_the_settings_it_reads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``worker --help`` listed the TLS, auth and HTTP limits that only ``serve`` reads."""
+    assert set(Settings.model_fields) >= SERVE_ONLY | WORKER_ONLY
+    assert not SERVE_ONLY & WORKER_ONLY
+    for command, own, others in (
+        ("serve", SERVE_ONLY, WORKER_ONLY),
+        ("worker", WORKER_ONLY, SERVE_ONLY),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        listed = capsys.readouterr().out
+        assert all(f"--{name.replace('_', '-')} " in listed for name in own)
+        assert not [name for name in others if f"--{name.replace('_', '-')} " in listed]
+        assert "--model-dir" in listed and "--redis-url" in listed
