@@ -12,12 +12,14 @@ from collections.abc import Iterator
 
 import uvicorn
 import uvloop
+from uvicorn.config import STARTUP_FAILURE
 
 from inferline import tls
 from inferline.api.factory import create_app
 from inferline.api.wire import GatheringProtocol
 from inferline.config import Settings
 from inferline.engines import registry
+from inferline.errors import Unavailable
 from inferline.grpc import server as grpc_server
 from inferline.modelrepo.manifest import Manifest
 from inferline.service import Service
@@ -67,9 +69,8 @@ def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         try:
             rpc = await grpc_server.start(service, settings)
-        except OSError as exc:
-            log.error("%s", exc)
-            raise SystemExit(1) from None
+        except OSError as exc:  # the same exit as any other start-up mistake: 2
+            raise Unavailable(f"{exc}; set INFERLINE_GRPC_PORT to a free port") from None
         grace = settings.shutdown_grace_s
         stopping: list[asyncio.Task[None]] = []
 
@@ -98,7 +99,7 @@ def serve(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         try:
-            await server.serve()
+            await _serve_http(server, settings)
         finally:
             await rpc.stop(grace)  # idempotent: returns once the gRPC server has stopped
             await asyncio.gather(*stopping)
@@ -109,3 +110,17 @@ def serve(settings: Settings) -> None:
     finally:
         service.metrics.process_exits()
         tracing.shutdown()  # flush the spans still buffered
+
+
+async def _serve_http(server: uvicorn.Server, settings: Settings) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn logged why (its lifespan here never fails: the model loads behind it);
+        # exit as any other start-up mistake does, 2
+        if exc.code != STARTUP_FAILURE:
+            raise
+        where = f"{settings.host}:{settings.port}"
+        raise Unavailable(
+            f"cannot bind HTTP to {where}; set INFERLINE_PORT to a free port"
+        ) from None

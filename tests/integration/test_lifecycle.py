@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
@@ -87,6 +89,27 @@ def test_serve_without_model_exits_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "inferline model build" in proc.stderr
+
+
+@pytest.mark.parametrize(("flag", "other"), [("--port", "--grpc-port"), ("--grpc-port", "--port")])
+def test_a_taken_port_is_one_line_and_exit_code_2(flag: str, other: str) -> None:
+    """They exited 3 (HTTP, uvicorn's code) and 1 (gRPC), unlike every other mistake."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = ["serve", "--model-dir", str(model_dir()), flag, port, other, "0"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "inferline.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("inferline: cannot bind ") and f":{port}" in last, last
+    assert "Traceback" not in proc.stderr
 
 
 def test_sigterm_and_sigint_exit_cleanly(server_factory: ServerFactory) -> None:
