@@ -85,7 +85,11 @@ class ApiKeys:
         file = None
         if settings.api_keys_file is not None:
             file = KeyFile(settings.api_keys_file, settings.api_keys_reload_s, clock)
-            keys += file.read()
+            try:
+                keys += file.read()
+            except (OSError, UnicodeDecodeError) as exc:  # named: a bare errno says nothing
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                raise ValueError(f"api_keys_file: cannot read {file.path}: {why}") from None
         open_paths = [p.strip() for p in settings.auth_open_paths.split(",") if p.strip()]
         return cls(keys, open_paths, settings.max_concurrent_per_key, listed=listed, file=file)
 

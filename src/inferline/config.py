@@ -25,7 +25,11 @@ def describe(exc: ValidationError, tags: frozenset[str] = frozenset()) -> str:
     for error in exc.errors(include_url=False, include_input=False):
         loc = error["loc"]
         parts = [str(p) for i, p in enumerate(loc) if not (i >= 2 and p in tags)]
-        problems.append(f"{'.'.join(parts) or 'value'}: {error['msg']}")
+        message = error["msg"]
+        # a check across fields has no field to name: its message names them
+        problems.append(
+            f"{'.'.join(parts)}: {message}" if parts else message.removeprefix("Value error, ")
+        )
     return "; ".join(problems)
 
 
@@ -53,6 +57,7 @@ class Settings(BaseSettings):
         extra="forbid",
         use_attribute_docstrings=True,
         hide_input_in_errors=True,  # values may be secrets (a Redis URL's password, keys)
+        allow_inf_nan=False,  # "inf" seconds reached int() in uvicorn's set-up: a traceback
     )
 
     host: str = "0.0.0.0"  # containers need all interfaces
@@ -195,6 +200,38 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
     """Port of the worker's ``/metrics`` (Prometheus) and ``/health/live`` and
     ``/health/ready`` (its probes); 0 turns them off."""
+
+    @field_validator(
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "models_config",
+        "api_keys_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``value: ""`` in a chart or a compose file means unset, not the folder ``.``."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _some_key(cls, value: str) -> str:
+        """A value that holds no key (",", a space) would leave the API open unnoticed."""
+        if value and not value.replace(",", "").strip():
+            raise ValueError("holds no key: set keys, or leave it empty to serve without keys")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.port and self.port == self.grpc_port:
+            raise ValueError(f"port and grpc_port are both {self.port}: give each its own")
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(
+                f"min_batch_size ({self.min_batch_size}) is above max_batch_size "
+                f"({self.max_batch_size})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -121,3 +121,14 @@ def test_which_key_counts(headers: list[tuple[str, str]], outcome: str) -> None:
     assert isinstance(caught.value, InvalidKey) == (outcome == "invalid")
     message = {"invalid": "not valid", "repeated": "more than once", "missing": "required"}
     assert message[outcome] in str(caught.value)
+
+
+def test_a_keys_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    """The start failed with a bare ``[Errno 2] No such file or directory``."""
+    for path, why in ((tmp_path / "missing", "No such file"), (tmp_path, "Is a directory")):
+        with pytest.raises(ValueError, match=f"api_keys_file: cannot read {path}: {why}"):
+            ApiKeys.from_settings(Settings(api_keys_file=path))
+    latin = tmp_path / "keys"
+    latin.write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        ApiKeys.from_settings(Settings(api_keys_file=latin))

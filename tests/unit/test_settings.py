@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from inferline.config import Settings
+from inferline.config import Settings, describe
 
 
 def test_a_bad_redis_url_is_refused_without_echoing_it() -> None:
@@ -37,3 +38,35 @@ def test_only_the_producer_retries_redis_commands() -> None:
 
 def test_log_levels_are_read_in_any_case() -> None:
     assert Settings(log_level="WARNING").log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # both reached int() in the server's set-up: a traceback, exit 1
+        ({"shutdown_grace_s": "inf"}, "shutdown_grace_s: Input should be a finite number"),
+        ({"keep_alive_s": "Infinity"}, "keep_alive_s: Input should be a finite number"),
+        # no key at all: the API was served without authentication, silently
+        ({"api_keys": ","}, "api_keys: Value error, holds no key"),
+        # uvicorn found the clash only after gRPC had bound, as a taken port
+        ({"port": "9000", "grpc_port": "9000"}, "port and grpc_port are both 9000"),
+        ({"min_batch_size": "8", "max_batch_size": "2"}, "min_batch_size (8) is above"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(
+    values: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"INFERLINE_{name.upper()}", value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert describe(refused.value).startswith(message), describe(refused.value)
+
+
+def test_an_empty_path_setting_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``value: ""`` in a chart was the folder ``.``: "Is a directory" at start."""
+    for name in ("TLS_CERT_FILE", "TLS_KEY_FILE", "MODELS_CONFIG", "API_KEYS_FILE"):
+        monkeypatch.setenv(f"INFERLINE_{name}", "")
+    settings = Settings()
+    assert settings.tls_cert_file is settings.models_config is settings.api_keys_file is None
+    assert Settings(port=0, grpc_port=0).port == 0  # two free ports, picked apart
