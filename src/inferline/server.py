@@ -55,14 +55,16 @@ def serve(settings: Settings) -> None:
         access_log=False,  # ours (inferline.access) carries the model, tokens and timings
         log_config=None,  # keep the JSON logging set up above
         log_level=settings.log_level,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=2048,
-        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         limit_concurrency=settings.max_connections,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         server_header=False,
         **tls.uvicorn_options(settings),
     )
+    # Typed int, used as float seconds (call_later, wait_for): int() cut a grace of 3 s, less
+    # the moment the gRPC drain took, to 2, and a keep-alive of 0.2 s rose to 1.
+    config.timeout_keep_alive = settings.keep_alive_s  # type: ignore[assignment]
+    config.timeout_graceful_shutdown = max(1.0, settings.shutdown_grace_s)  # type: ignore[assignment]
     server = _Server(config)
 
     async def main() -> None:
@@ -89,7 +91,7 @@ def serve(settings: Settings) -> None:
                 # One grace period for both: HTTP waits only for what the gRPC drain left
                 # of it, so the pod's terminationGracePeriodSeconds holds.
                 left = grace - (loop.time() - started)
-                config.timeout_graceful_shutdown = max(1, int(left))
+                config.timeout_graceful_shutdown = max(1.0, left)  # type: ignore[assignment]
                 server.should_exit = True
 
             task = loop.create_task(rpc.stop(grace))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -179,6 +181,40 @@ def test_http_and_grpc_share_one_grace_period(server_factory: ServerFactory) -> 
     client.close()
     assert took < grace + 2.5, took  # one grace period, and HTTP's minimum of 1 s
     assert "Traceback" not in server.output()
+
+
+def test_http_gets_the_whole_grace_period(server_factory: ServerFactory) -> None:
+    """HTTP's share was cut to whole seconds: of a 2.5 s grace period, 2 s."""
+    grace = 2.5
+    server = server_factory({"INFERLINE_SHUTDOWN_GRACE_S": str(grace), "INFERLINE_LANES": "1"})
+    texts = ["a long review of a very ordinary kitchen blender " * 40] * 256
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        calls = [
+            pool.submit(httpx.post, server.url + "/predict", json={"texts": texts}, timeout=60)
+            for _ in range(2)
+        ]
+        time.sleep(1.0)  # in flight: more work than the grace period
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        concurrent.futures.wait(calls)
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    signalled = next(li["time"] for li in lines if li["message"] == "received SIGTERM: draining")
+    cut = next(li["time"] for li in lines if "timeout graceful shutdown" in li["message"])
+    waited = datetime.fromisoformat(cut) - datetime.fromisoformat(signalled)
+    assert waited.total_seconds() >= grace - 0.05, waited  # a lower bound: slowness lengthens it
+
+
+def test_a_keep_alive_under_a_second_is_kept(server_factory: ServerFactory) -> None:
+    """It was rounded up to 1 s (and 2.5 s down to 2)."""
+    server = server_factory({"INFERLINE_KEEP_ALIVE_S": "0.2"})
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        conn.settimeout(10)
+        assert conn.recv(4096) == b""  # closed by the server, idle
+        assert time.monotonic() - answered < 0.8  # 1 s before
 
 
 def test_lanes_run_below_the_event_loop(client: httpx.Client, server: Server) -> None:
