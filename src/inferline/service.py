@@ -67,6 +67,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self._start_task: asyncio.Task[None] | None = None
         self._drain_started: float | None = None  # monotonic, at begin_drain
+        self._drain_mark: float | None = None  # the same moment, on the records' clock
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class Service:
         if self.state in (State.STARTING, State.READY):
             self.state = State.DRAINING
             self._drain_started = time.monotonic()
+            self._drain_mark = time.perf_counter()
 
     async def close(self, grace: float = 30.0) -> None:
         """Refuse new work, finish what was accepted within ``grace``, release the engines.
@@ -228,7 +230,7 @@ class Service:
     # -- inference --------------------------------------------------------------------------
 
     def model(self, name: str) -> Model:
-        if self.state is not State.READY:
+        if self.state is not State.READY and not self._in_flight_at_drain():
             raise Unavailable(self.not_ready_reason())
         try:
             return self.models[name]
@@ -239,13 +241,21 @@ class Service:
 
     def chat(self, name: str) -> ChatEngine:
         """The chat/completions relay that serves model id ``name``."""
-        if self.state is not State.READY:
+        if self.state is not State.READY and not self._in_flight_at_drain():
             raise Unavailable(self.not_ready_reason())
         try:
             return self.chats[name]
         except KeyError:
             known = ", ".join(sorted(self.chats)) or "none is configured"
             raise NotFound(f"the model {name!r} does not exist; chat models: {known}") from None
+
+    def _in_flight_at_drain(self) -> bool:
+        """Whether the current request began before the drain: its headers came before the
+        signal (its body may still have been on the way), so it is accepted work."""
+        if self.state is not State.DRAINING or self._drain_mark is None:
+            return False
+        record = context.current()
+        return record is not None and record.started < self._drain_mark
 
     def saturated(self) -> bool:
         """Whether some model's queue is full: only then can a request be refused early.

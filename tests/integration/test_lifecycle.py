@@ -204,6 +204,25 @@ def test_http_gets_the_whole_grace_period(server_factory: ServerFactory) -> None
     assert waited.total_seconds() >= grace - 0.05, waited  # a lower bound: slowness lengthens it
 
 
+def test_a_request_mid_upload_at_the_signal_is_served(server_factory: ServerFactory) -> None:
+    """Its headers came before SIGTERM, so it is in flight, not new: it got 503."""
+    server = server_factory({"INFERLINE_SHUTDOWN_GRACE_S": "20"})
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b'{"text": "arrived after the signal"}'
+    with socket.create_connection((host, int(port))) as conn:
+        head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        conn.sendall(head.encode() + body[:8])
+        time.sleep(0.5)  # the request's task has started
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_output("received SIGTERM: draining")  # new requests get 503 now
+        conn.sendall(body[8:])
+        conn.settimeout(20)
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b'"label"' in answer
+    assert server.proc.wait(30) == 0
+
+
 def test_a_keep_alive_under_a_second_is_kept(server_factory: ServerFactory) -> None:
     """It was rounded up to 1 s (and 2.5 s down to 2)."""
     server = server_factory({"INFERLINE_KEEP_ALIVE_S": "0.2"})
