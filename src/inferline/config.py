@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=4096)
     """Most texts in one model call."""
     max_batch_tokens: int = Field(8192, ge=1)
-    """Most padded tokens (texts x longest text) in one model call."""
+    """Most padded tokens (texts x longest text) in one model call; at least the model's
+    tokens per text (256), which a smaller value is raised to, with a warning."""
     max_padding_ratio: float = Field(1.05, ge=1.0)
     """A batch stops growing when its padded tokens would exceed this multiple of its real
     tokens (padding costs as much compute as real tokens)."""
@@ -117,7 +118,8 @@ class Settings(BaseSettings):
     max_queue_items: int = Field(2048, ge=1)
     """Texts that may wait per model before new work is refused with 429."""
     max_queue_tokens: int = Field(262_144, ge=1)
-    """Tokens that may wait per model before new work is refused with 429."""
+    """Tokens that may wait per model before new work is refused with 429; at least the
+    model's tokens per text (256), which a smaller value is raised to, with a warning."""
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Largest request body; larger ones get 413."""

@@ -132,6 +132,15 @@ class Service:
         s = self.settings
         manifest = Manifest.load(s.model_dir)
         config = registry.load_config(s.models_config)
+        for field in ("max_batch_tokens", "max_queue_tokens"):
+            if getattr(s, field) < manifest.max_tokens:  # else its longest texts never fit
+                log.warning(
+                    "%s %d is below the %d tokens one text may hold: %d is used",
+                    field,
+                    getattr(s, field),
+                    manifest.max_tokens,
+                    manifest.max_tokens,
+                )
         limits = BatcherLimits(
             max_batch_size=s.max_batch_size,
             max_batch_tokens=max(s.max_batch_tokens, manifest.max_tokens),

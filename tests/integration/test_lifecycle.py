@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -70,6 +71,26 @@ def test_failed_load_reports_why(tmp_path: Path) -> None:
         assert service.failure is not None and "missing" in service.failure
 
     asyncio.run(scenario())
+
+
+def test_token_limits_below_one_texts_are_raised_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """They were raised silently, and a 422 then named 256 where 100 had been set."""
+
+    async def scenario() -> None:
+        settings = Settings(model_dir=model_dir(), max_queue_tokens=100, max_batch_tokens=1)
+        service = Service(settings)
+        await service.start()
+        try:
+            assert service.models["sentiment"].batcher.limits.max_queue_tokens == 256
+        finally:
+            await service.close()
+
+    with caplog.at_level(logging.WARNING, logger="inferline.service"):
+        asyncio.run(scenario())
+    assert "max_queue_tokens 100 is below the 256 tokens one text may hold" in caplog.text
+    assert "max_batch_tokens 1 is below the 256 tokens" in caplog.text
 
 
 def test_serve_without_model_exits_with_a_clear_message(tmp_path: Path) -> None:
