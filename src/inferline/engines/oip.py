@@ -15,6 +15,7 @@ retried, since the upstream may still be running the batch.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import secrets
@@ -257,11 +258,15 @@ class _Httpx:
             method, url, content=body, headers=headers, extensions={"timeout": timeouts}
         )
         try:
-            response = await self.transport.handle_async_request(request)
-            try:
-                return response.status_code, response.headers, await response.aread()
-            finally:
-                await response.aclose()
+            # httpx's read timeout is per chunk: a body that drips would hold the call long
+            # past ``seconds``. This bounds the whole answer, as Http1Pool does; closing a
+            # response not read to its end closes its connection, which hangs up.
+            async with asyncio.timeout(seconds):
+                response = await self.transport.handle_async_request(request)
+                try:
+                    return response.status_code, response.headers, await response.aread()
+                finally:
+                    await response.aclose()
         except httpx.ConnectTimeout as exc:
             raise ConnectTimeout(type(exc).__name__) from exc
         except httpx.TimeoutException as exc:

@@ -191,13 +191,22 @@ class OpenAIEngine(_Client):
         return self._rows(data, len(items))
 
     async def _embed(self, body: dict[str, Any], deadline: float) -> Any:
+        import httpx
+
         response = await self.send("/embeddings", body, deadline)
         try:
-            return orjson.loads(await response.aread())
-        except orjson.JSONDecodeError as exc:
-            raise EngineError(f"{self.upstream}: the answer is not JSON") from exc
+            # send() bounds the head only: a body that drips must end at the deadline too.
+            # Closing the response unread to its end closes its connection: a hang-up.
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                content = await response.aread()
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
         finally:
             await response.aclose()
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise EngineError(f"{self.upstream}: the answer is not JSON") from exc
 
     def _rows(self, answer: Any, count: int) -> list[FloatArray]:
         try:

@@ -1,0 +1,143 @@
+"""OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
+whose body drips past the deadline. Each test starts the engine for real (its first health
+check included) and sends it batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from inferline.engines.config import OipSpec, OpenAISpec
+from inferline.engines.oip import OipEngine
+from inferline.engines.openai import OpenAIEngine
+from inferline.errors import DeadlineExceeded
+from inferline.types import Item
+
+DIM = 4
+Reader = asyncio.StreamReader
+Writer = asyncio.StreamWriter
+Answer = Callable[["Upstream", Reader, Writer], Awaitable[None]]
+
+
+class Upstream:
+    """A loopback HTTP/1.1 server. GETs (health checks) get 200; each POST gets ``answer``,
+    which writes the whole response itself."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.hung_up = asyncio.Event()  # a client closed its connection mid-answer
+        self.url = ""
+
+    async def serve(self, reader: Reader, writer: Writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.lower().split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                if head.startswith(b"GET"):
+                    writer.write(ok(b'{"data": []}'))
+                else:
+                    await self.answer(self, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def gone(self, reader: Reader, seconds: float) -> bool:
+        """Wait ``seconds`` for the client to close; say whether it did."""
+        try:
+            async with asyncio.timeout(seconds):
+                closed = await reader.read(1) == b""
+        except TimeoutError:
+            return False
+        if closed:
+            self.hung_up.set()
+        return closed
+
+
+@asynccontextmanager
+async def upstream(answer: Answer) -> AsyncIterator[Upstream]:
+    up = Upstream(answer)
+    server = await asyncio.start_server(up.serve, "127.0.0.1", 0)
+    up.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield up
+    finally:
+        server.close()
+
+
+def ok(body: bytes, content_type: bytes = b"application/json") -> bytes:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+    return head % (content_type, len(body)) + body
+
+
+def items(*texts: str) -> list[Item]:
+    return [Item(np.zeros(1, dtype=np.int64), text=text) for text in texts]
+
+
+def oip_answer(rows: Any) -> bytes:
+    tensor = {"name": "embedding", "datatype": "FP32", "shape": [len(rows), DIM], "data": rows}
+    return orjson.dumps({"outputs": [tensor]})
+
+
+def openai_answer(rows: Any) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+    return orjson.dumps({"object": "list", "data": data})
+
+
+CLIENTS = ["oip-http1", "oip-httpx", "openai"]
+
+
+@asynccontextmanager
+async def engine(client: str, url: str, **fields: Any) -> AsyncIterator[Any]:
+    """A started engine of model ``embedding`` (DIM wide) at ``url``."""
+    fields = {"health_interval_s": 60, "backoff_s": 0.01, **fields}
+    started: OipEngine | OpenAIEngine
+    if client == "openai":
+        spec = OpenAISpec(engine="openai", url=url + "/v1", output_dim=DIM, **fields)
+        started = OpenAIEngine("embedding", spec, output_dim=DIM, max_tokens=16)
+    else:
+        http2 = client == "oip-httpx"
+        oip = OipSpec(engine="oip", url=url, binary_data=False, http2=http2, **fields)
+        started = OipEngine("embedding", oip, output_dim=DIM, max_tokens=16)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+def answer_of(client: str, rows: Any) -> bytes:
+    return openai_answer(rows) if client == "openai" else oip_answer(rows)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_body_that_drips_past_the_deadline_ends_the_call(client: str) -> None:
+    """Headers at once, then the body a little at a time: the deadline bounds the whole
+    answer, not its head, and the gateway hangs up at it."""
+    body = answer_of(client, [[0.5] * DIM])
+
+    async def drip(up: Upstream, reader: Reader, writer: Writer) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+        for byte in body:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            if await up.gone(reader, 0.05):
+                return
+
+    async def case() -> None:
+        async with upstream(drip) as up, engine(client, up.url, timeout_s=0.5) as e:
+            with pytest.raises(DeadlineExceeded, match="did not answer in time"):
+                await e.infer(items("a"))
+            await asyncio.wait_for(up.hung_up.wait(), 10)
+
+    asyncio.run(case())
