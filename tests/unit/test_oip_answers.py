@@ -78,7 +78,10 @@ def test_grpcs_own_details_of_an_unreachable_upstream_stay_out_of_the_message() 
     assert isinstance(error, Retry)
     message = "the upstream of model 'embedding' is unreachable or unavailable (UNAVAILABLE)"
     assert str(error.error) == message
-    # An upstream's own refusal is its message to pass on.
-    busy = AioRpcError(StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), "full", None)
-    refused = _grpc_error(busy, "the upstream of model 'embedding'")
-    assert isinstance(refused, Retry) and str(refused.error).endswith("RESOURCE_EXHAUSTED: full")
+    # Nor do an upstream's own words (a stack trace, its addresses): they go to the log.
+    leak = 'Traceback (most recent call last):\n  File "/srv/triton/backend.py"\n10.1.2.3:8001'
+    for code in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT", "INTERNAL"):
+        refusal = AioRpcError(getattr(StatusCode, code), Metadata(), Metadata(), leak, None)
+        error = _grpc_error(refusal, "the upstream of model 'embedding'")
+        shown = error.error if isinstance(error, Retry) else error
+        assert str(shown) == f"the upstream of model 'embedding' answered {code}"

@@ -1,10 +1,11 @@
 """OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
-whose body drips past the deadline. Each test starts the engine for real (its first health
-check included) and sends it batches."""
+whose body drips past the deadline, error answers that hold the upstream's internals. Each
+test starts the engine for real (its first health check included) and sends it batches."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +17,8 @@ import pytest
 from inferline.engines.config import OipSpec, OpenAISpec
 from inferline.engines.oip import OipEngine
 from inferline.engines.openai import OpenAIEngine
-from inferline.errors import DeadlineExceeded
+from inferline.engines.remote import BadRequest
+from inferline.errors import DeadlineExceeded, EngineError, Overloaded, Unavailable
 from inferline.types import Item
 
 DIM = 4
@@ -141,3 +143,46 @@ def test_a_body_that_drips_past_the_deadline_ends_the_call(client: str) -> None:
             await asyncio.wait_for(up.hung_up.wait(), 10)
 
     asyncio.run(case())
+
+
+LEAK = 'Traceback (most recent call last):\n  File "/srv/triton/backend.py"\nOSError: 10.1.2.3:8001'
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (429, Overloaded),
+        (503, Unavailable),
+        (504, DeadlineExceeded),
+        (500, EngineError),
+        (400, BadRequest),
+    ],
+)
+def test_an_upstreams_error_text_goes_to_the_log_not_to_clients(
+    status: int, error: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    """429, 503 and 504 reach clients as they are, and every error's text reaches the job
+    queue's results: they name the upstream and the status, and the log has the rest, a
+    line a second at most."""
+    calls = 20
+
+    async def refuse(up: Upstream, reader: Reader, writer: Writer) -> None:
+        body = orjson.dumps({"error": LEAK})
+        head = b"HTTP/1.1 %d No\r\nretry-after: 100\r\ncontent-length: %d\r\n\r\n"
+        writer.write(head % (status, len(body)) + body)
+
+    async def case() -> None:
+        fields = {"max_retries": 0, "failure_threshold": 100}
+        async with upstream(refuse) as up, engine("oip-http1", up.url, **fields) as e:
+            for _ in range(calls):
+                with pytest.raises(error) as refused:
+                    await e.infer(items("a"))
+                assert str(refused.value) == f"the upstream of model 'embedding' answered {status}"
+                assert "10.1.2.3" in str(refused.value.__cause__)  # for the error id's line
+
+    with caplog.at_level(logging.WARNING, logger="inferline.engines"):
+        asyncio.run(case())
+    lines = [r.getMessage() for r in caplog.records if "10.1.2.3:8001" in r.getMessage()]
+    assert 1 <= len(lines) < calls, lines  # not a line per batch
+    assert lines[0].startswith("upstream of embedding at http://127.0.0.1:")
+    assert f"answered {status}: 'Traceback" in lines[0]

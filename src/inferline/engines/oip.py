@@ -33,6 +33,7 @@ from inferline.engines.http1 import ConnectTimeout, Http1Pool, UpstreamClosed
 from inferline.engines.remote import (
     BadRequest,
     Breaker,
+    ErrorLog,
     Monitor,
     Retry,
     call_deadline,
@@ -105,10 +106,11 @@ class OipEngine:
         # Clients are made here, on the event loop (grpc.aio binds to it), not in the
         # loading thread.
         spec = self.spec
+        errors = ErrorLog(self.name, spec.url)
         transport = (
-            _Http(spec, self._headers, upstream_of(self.name))
+            _Http(spec, self._headers, errors)
             if spec.protocol == "http"
-            else _Grpc(spec, self._headers, self._tls, upstream_of(self.name))
+            else _Grpc(spec, self._headers, self._tls, errors)
         )
         self._transport = transport
         self._monitor = Monitor(self.breaker, transport.health, spec.health_interval_s)
@@ -149,7 +151,7 @@ class _Http:
     """OIP REST over HTTP/1.1 keep-alive connections (engines/http1.py), or over httpx when
     ``http2`` is set."""
 
-    def __init__(self, spec: OipSpec, headers: dict[str, str], upstream: str) -> None:
+    def __init__(self, spec: OipSpec, headers: dict[str, str], errors: ErrorLog) -> None:
         self.spec = spec
         context = spec.ssl_context()
         self.pool: Http1Pool | _Httpx
@@ -167,7 +169,8 @@ class _Http:
                 max_answer=MAX_MESSAGE,
             )
         self.headers = list(headers.items())
-        self.upstream = upstream  # in errors: clients learn no address (the log has it)
+        self.upstream = upstream_of(errors.name)  # in errors: clients learn no address
+        self.errors = errors  # what the upstream said goes here, not to clients
         self.version = f"/versions/{spec.remote_version}" if spec.remote_version else ""
 
     async def _call(
@@ -206,8 +209,9 @@ class _Http:
             raise Retry(Unavailable(f"{self.upstream}: {_why(exc)}")) from exc
         if status == 200:
             return _parse_rest(content, response_headers.get(HEADER_LENGTH), output)
+        cause = self.errors.said(str(status), _detail(content))
         where = f"{self.upstream} answered {status}"
-        raise _http_error(status, content, response_headers.get("retry-after"), where)
+        raise _http_error(status, response_headers.get("retry-after"), where) from cause
 
     async def health(self, seconds: float) -> None:
         status, _, _ = await self._call("GET", "/v2/health/ready", b"", self.headers, seconds)
@@ -274,7 +278,7 @@ class _Httpx:
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise UpstreamClosed(type(exc).__name__) from exc
         except httpx.HTTPError as exc:
-            raise EngineError(f"upstream {display(str(url))}: {type(exc).__name__}") from exc
+            raise EngineError(f"the upstream's answer failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -291,12 +295,19 @@ def _why(exc: OSError) -> str:
     return "no connection"
 
 
-def _http_error(status: int, content: bytes, retry: str | None, where: str) -> Exception:
+def _detail(content: bytes) -> str:
+    """The upstream's own words: OIP's ``error``, or the start of an answer that is not OIP's
+    (a proxy's HTML page, say)."""
     try:
-        detail = str(orjson.loads(content).get("error", ""))[:300]
+        return str(orjson.loads(content).get("error", ""))
     except (orjson.JSONDecodeError, AttributeError):
-        detail = ""
-    message = f"{where}: {detail}" if detail else where
+        return content[:500].decode("utf-8", "replace")
+
+
+def _http_error(status: int, retry: str | None, message: str) -> Exception:
+    """The error of an answer that is not 200: ``message`` names the upstream and the status
+    and nothing the upstream said, since the 429, 503 and 504 go to clients as they are (and
+    the job queue keeps every error's text in the job's result)."""
     wait = retry_after(retry)
     if status == 429:
         return Retry(Overloaded(message, retry_after=wait or 1.0, reason="upstream"), wait)
@@ -349,14 +360,15 @@ class _Grpc:
         spec: OipSpec,
         headers: dict[str, str],
         tls: tuple[bytes | None, bytes | None, bytes | None],
-        upstream: str,
+        errors: ErrorLog,
     ) -> None:
         import grpc
 
         from inferline.grpc import open_inference_grpc_pb2_grpc as services
 
         self.spec = spec
-        self.upstream = upstream
+        self.upstream = upstream_of(errors.name)
+        self.errors = errors
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -404,6 +416,7 @@ class _Grpc:
                 metadata=self.metadata + tuple(trace_headers().items()),
             )
         except grpc.aio.AioRpcError as exc:
+            self.errors.said(exc.code().name, exc.details() or "")
             raise _grpc_error(exc, self.upstream) from exc
         return _parse_grpc(response, output)
 
@@ -442,10 +455,10 @@ def _grpc_error(exc: Any, where: str) -> Exception:
     import grpc
 
     code = exc.code()
-    message = f"{where} answered {code.name}: {exc.details()}"
+    # The details, the upstream's words or gRPC's own (which name the address it could not
+    # reach), stay in the cause and the log: clients get the code alone.
+    message = f"{where} answered {code.name}"
     if code == grpc.StatusCode.UNAVAILABLE:
-        # Its details are gRPC's own and name the address it could not reach: kept in the
-        # cause, for the breaker's log line, and not given to clients.
         return Retry(Unavailable(f"{where} is unreachable or unavailable ({code.name})"))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Retry(Overloaded(message, reason="upstream"))

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -210,6 +211,35 @@ def note_failure(breaker: Breaker, exc: BaseException, callers_bound: bool) -> N
         cause = exc.__cause__
         # The cause's detail (a transport's message) is for the log line only.
         breaker.failure(f"{exc} ({cause})" if cause is not None and str(cause) else str(exc))
+
+
+class Said(Exception):
+    """What an upstream said in an error answer. Its text can hold the upstream's internals
+    (a stack trace, addresses), so clients get the status alone; this is the cause of their
+    error, for the log lines that show causes (an error id's, the breaker's)."""
+
+
+class ErrorLog:
+    """Logs what an upstream said in its error answers, at most a line a second: one that
+    refuses every batch (overloaded, say) would otherwise write a line per batch."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.where = display(url)
+        self._logged = -math.inf  # time.monotonic() of the last line
+
+    def said(self, answer: str, detail: str) -> Said | None:
+        """Log ``detail``, the upstream's own words with its ``answer`` (a status), unless a
+        line went out in the last second; return it as a cause (None when empty)."""
+        if not detail:
+            return None
+        now = time.monotonic()
+        if now - self._logged >= 1.0:
+            self._logged = now
+            log.warning(
+                "upstream of %s at %s answered %s: %r", self.name, self.where, answer, detail[:500]
+            )
+        return Said(detail[:500])
 
 
 def upstream_of(name: str) -> str:
