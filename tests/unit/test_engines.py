@@ -101,6 +101,80 @@ def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
         load(write(tmp_path, "models.toml", text))
 
 
+def remote(engine: str, url: str, extra: str = "") -> str:
+    return f'[models.embedding]\nengine = "{engine}"\nurl = "{url}"\n{extra}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (remote("oip", "backend:8000"), r"url: OIP over HTTP .*needs an http:// or https://"),
+        (remote("oip", "ftp://backend:8000"), "url: OIP over HTTP"),
+        (remote("oip", "grpcs://backend:443"), "url: OIP over HTTP"),
+        (remote("oip", "http://127.0.0.1:99999"), "url: the URL has no valid host and port"),
+        (remote("oip", "http://backend:8000 "), "url: the URL has spaces or control characters"),
+        (remote("oip", "http://:8000"), "url: the URL has no host"),
+        (remote("oip", "http://backend:8000?x=1"), "url: the URL has a query"),
+        (remote("openai", "127.0.0.1:18100/v1"), "url: an OpenAI engine needs an http://"),
+        (remote("openai", "ftp://vllm/v1"), "url: an OpenAI engine needs an http://"),
+        (remote("oip", "http://backend:8001", 'protocol = "grpc"'), "url: OIP over gRPC takes"),
+        (remote("oip", "backend:8001/v2", 'protocol = "grpc"'), "url: the URL has a query, a"),
+        (remote("oip", "grpc://backend:0", 'protocol = "grpc"'), "url: the URL has port 0"),
+        (
+            remote("oip", "http://b", 'headers = {"x-a" = "1\\r\\nx-b: 2"}'),
+            "headers: the value of x-a has a line",
+        ),
+        (
+            remote("oip", "http://b", 'headers = {"x-a" = "\u4e2d"}'),
+            "headers: the value of x-a is not Latin",
+        ),
+        (remote("oip", "http://b", 'headers = {"bad name" = "1"}'), "headers: a name that is not"),
+        (
+            remote("oip", "b:8001", 'protocol = "grpc"\nheaders = {"x-a" = "caf\u00e9"}'),
+            "headers: the value of x-a is not printable ASCII",
+        ),
+    ],
+)
+def test_urls_and_headers_that_cannot_work_stop_the_start(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Found at load, before the server binds: else the model fails to load, or its upstream
+    stays down forever, with the server up."""
+    with pytest.raises(ValueError, match=f"is invalid: models.embedding.{message}"):
+        load(write(tmp_path, "models.toml", text))
+
+
+def test_no_secret_is_echoed_by_the_url_or_header_checks(tmp_path: Path) -> None:
+    for text in (
+        remote("oip", "http://user:s3cret@backend:99999"),
+        remote("oip", "http://b", 'headers = {authorization = "Bearer s3cret\\n"}'),
+        remote("oip", "http://b", 'headers = {"authorization: Bearer s3cret" = "1"}'),
+    ):
+        with pytest.raises(ValueError) as refused:
+            load(write(tmp_path, "models.toml", text))
+        assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        remote("oip", "http://backend:8000"),
+        remote("oip", "https://user:pw@10.0.0.1/prefix/", 'headers = {Host = "m.example.com"}'),
+        remote("oip", "backend:8001", 'protocol = "grpc"\nheaders = {"x-route" = "a b"}'),
+        remote("oip", "grpc://backend:8001", 'protocol = "grpc"'),
+        remote("oip", "grpcs://backend:443", 'protocol = "grpc"'),
+        remote("oip", "[::1]:8001", 'protocol = "grpc"'),
+        remote("oip", "dns:///backend:8001", 'protocol = "grpc"'),
+        remote("oip", "unix:/run/triton.sock", 'protocol = "grpc"'),
+        remote("openai", "http://vllm:8000/v1", 'headers = {"x-a" = "caf\u00e9\tok"}'),
+        remote("openai", "https://api.openai.com/v1"),
+    ],
+)
+def test_the_documented_url_forms_load(tmp_path: Path, text: str) -> None:
+    spec = load(write(tmp_path, "models.toml", text)).spec("embedding")
+    assert isinstance(spec, OipSpec | OpenAISpec) and spec.mistake() is None
+
+
 def test_keys_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERLINE_TEST_KEY", "sk-very-secret")
     spec = OpenAISpec(

@@ -23,6 +23,7 @@ stops the server before it binds, with the field named.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Iterator
@@ -76,6 +77,27 @@ class RemoteSpec(_Spec):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
+
+    def mistake(self) -> tuple[str, str] | None:
+        """(field, why) for a ``url`` or ``headers`` that cannot work, which ``load`` reports
+        before the server binds (else the model would fail to load, or stay down forever);
+        None when both can. The reason quotes no value: either may hold a secret."""
+        if self.url != self.url.strip() or _CONTROL.search(self.url):
+            return "url", "the URL has spaces or control characters"
+        why = self._url_mistake()
+        if why is not None:
+            return "url", why
+        for name, value in self.headers.items():
+            why = _header_mistake(name, value, grpc=self._grpc())
+            if why is not None:
+                return "headers", why
+        return None
+
+    def _url_mistake(self) -> str | None:
+        return _http_url(self.url, "a remote engine", "http://backend:8000")
+
+    def _grpc(self) -> bool:
+        return False
 
     def tls_files(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(CA, certificate, key), read now, each None when unset."""
@@ -132,6 +154,61 @@ class RemoteSpec(_Spec):
                 yield name, value
 
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110, 5.1)
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")  # gRPC's, lower-cased
+# gRPC's own target names (grpc/doc/naming.md), passed on as they are.
+_GRPC_NAMES = re.compile(r"(dns|unix|unix-abstract|ipv4|ipv6|vsock):(?!\d+$)")
+
+
+def _authority(url: str, netloc_only: bool) -> str | None:
+    """Why the host and port of ``url`` (``//host:port...``) cannot work; None if they can."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range or not a number, a broken IPv6 address
+        return "the URL has no valid host and port (a port is a number from 1 to 65535)"
+    if not parts.hostname:
+        return "the URL has no host"
+    if port == 0:
+        return "the URL has port 0 (a port is a number from 1 to 65535)"
+    if parts.query or parts.fragment or (netloc_only and parts.path):
+        return "the URL has a query, a fragment or (gRPC) a path, which it cannot have here"
+    return None
+
+
+def _http_url(url: str, who: str, example: str) -> str | None:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        return f"{who} needs an http:// or https:// URL, e.g. {example}"
+    return _authority(url, netloc_only=False)
+
+
+def _grpc_target(url: str) -> str | None:
+    scheme, sep, rest = url.partition("://")
+    if _GRPC_NAMES.match(url):
+        return None
+    if sep and scheme.lower() not in ("grpc", "grpcs"):
+        return "OIP over gRPC takes host:port, grpc://host:port or grpcs://host:port (TLS)"
+    return _authority("//" + (rest if sep else url), netloc_only=True)
+
+
+def _header_mistake(name: str, value: str, *, grpc: bool) -> str | None:
+    if not _TOKEN.fullmatch(name):  # not quoted: a mistaken name may hold a value
+        return "a name that is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
+    if grpc and not _METADATA_KEY.fullmatch(name.lower()):
+        return f"{name} is not a gRPC metadata key (letters, digits, '-', '_' and '.')"
+    if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+        return f"the value of {name} has a line break or a control character"
+    if grpc and not (value.isascii() and value.isprintable()):
+        return f"the value of {name} is not printable ASCII, as gRPC metadata must be"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"the value of {name} is not Latin-1 text, as an HTTP header must be"
+    return None
+
+
 def display(url: str) -> str:
     """``url`` without any credentials in it, for logs and errors."""
     parts = urlsplit(url if "://" in url else f"//{url}")
@@ -151,6 +228,14 @@ class OipSpec(RemoteSpec):
     output: str | None = None  # default: probabilities (sentiment), embedding (embedding)
     binary_data: bool = True  # ask for binary outputs (Triton's extension); JSON otherwise
 
+    def _url_mistake(self) -> str | None:
+        if self.protocol == "grpc":
+            return _grpc_target(self.url)
+        return _http_url(self.url, 'OIP over HTTP (gRPC: protocol = "grpc")', "http://backend:8000")
+
+    def _grpc(self) -> bool:
+        return self.protocol == "grpc"
+
 
 class OpenAISpec(RemoteSpec):
     """An OpenAI-compatible API: OpenAI, vLLM, Ollama, TGI, LiteLLM. ``url`` ends in /v1."""
@@ -159,6 +244,9 @@ class OpenAISpec(RemoteSpec):
     health_path: str = "/models"
     encoding_format: Literal["float", "base64"] = "float"
     output_dim: int | None = Field(None, ge=1)  # embedding: the remote model's width
+
+    def _url_mistake(self) -> str | None:
+        return _http_url(self.url, "an OpenAI engine", "http://vllm:8000/v1")
 
 
 Spec = Annotated[OnnxSpec | OipSpec | OpenAISpec, Field(discriminator="engine")]
@@ -218,6 +306,11 @@ def load(path: Path | None) -> ModelsConfig:
                 "and needs engine = 'openai'"
             )
         if isinstance(spec, RemoteSpec):
+            mistake = spec.mistake()
+            if mistake is not None:
+                field, why = mistake
+                why = f"models.{name}.{field}: {why}"
+                raise ValueError(f"the models config {path} is invalid: {why}")
             spec.api_key()  # a key that cannot be read stops the start, naming its source
             spec.tls_files()  # and so do TLS files that cannot be read,
             spec.ssl_context()  # or used (a key that does not match its certificate)
