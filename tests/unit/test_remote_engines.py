@@ -1,6 +1,7 @@
 """OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
-whose body drips past the deadline, error answers that hold the upstream's internals. Each
-test starts the engine for real (its first health check included) and sends it batches."""
+whose body drips past the deadline, error answers that hold the upstream's internals, an
+upstream down from the start. Each test starts the engine for real (its first health check
+included) and sends it batches."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import pytest
 from inferline.engines.config import OipSpec, OpenAISpec
 from inferline.engines.oip import OipEngine
 from inferline.engines.openai import OpenAIEngine
-from inferline.engines.remote import BadRequest
+from inferline.engines.remote import BadRequest, Breaker, Monitor
 from inferline.errors import DeadlineExceeded, EngineError, Overloaded, Unavailable
 from inferline.types import Item
+from tests.conftest import free_port
 
 DIM = 4
 Reader = asyncio.StreamReader
@@ -28,15 +30,20 @@ Answer = Callable[["Upstream", Reader, Writer], Awaitable[None]]
 
 
 class Upstream:
-    """A loopback HTTP/1.1 server. GETs (health checks) get 200; each POST gets ``answer``,
-    which writes the whole response itself."""
+    """A loopback HTTP/1.1 server. GETs (health checks) get ``health``, 200 at first; each
+    POST gets ``answer``, which writes the whole response itself."""
 
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
+        self.health = 200
+        self.tasks: set[asyncio.Task[Any]] = set()  # one per connection
         self.hung_up = asyncio.Event()  # a client closed its connection mid-answer
         self.url = ""
 
     async def serve(self, reader: Reader, writer: Writer) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -45,8 +52,10 @@ class Upstream:
                     if line.startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
                 await reader.readexactly(length)
-                if head.startswith(b"GET"):
+                if head.startswith(b"GET") and self.health == 200:
                     writer.write(ok(b'{"data": []}'))
+                elif head.startswith(b"GET"):
+                    writer.write(b"HTTP/1.1 %d No\r\ncontent-length: 0\r\n\r\n" % self.health)
                 else:
                     await self.answer(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -67,14 +76,17 @@ class Upstream:
 
 
 @asynccontextmanager
-async def upstream(answer: Answer) -> AsyncIterator[Upstream]:
+async def upstream(answer: Answer, port: int = 0) -> AsyncIterator[Upstream]:
     up = Upstream(answer)
-    server = await asyncio.start_server(up.serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(up.serve, "127.0.0.1", port)
     up.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
         yield up
     finally:
         server.close()
+        for task in up.tasks:  # connections a client still keeps
+            task.cancel()
+        await asyncio.gather(*up.tasks, return_exceptions=True)
 
 
 def ok(body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -186,3 +198,65 @@ def test_an_upstreams_error_text_goes_to_the_log_not_to_clients(
     assert 1 <= len(lines) < calls, lines  # not a line per batch
     assert lines[0].startswith("upstream of embedding at http://127.0.0.1:")
     assert f"answered {status}: 'Traceback" in lines[0]
+
+
+async def unused(up: Upstream, reader: Reader, writer: Writer) -> None:
+    raise AssertionError("no batch is sent here")
+
+
+def test_an_upstream_down_from_the_start_says_why_and_again_when_that_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    async def case() -> None:
+        async with engine("oip-http1", url) as e:  # nothing listens yet: refused
+            monitor = e._monitor
+            assert monitor is not None and not e.ready
+            await monitor.probe()  # the same reason: no new line
+            async with upstream(unused, port) as up:
+                up.health = 503
+                for _ in range(3):
+                    await monitor.probe()  # another reason: one line, not three
+                up.health = 200
+                await monitor.probe()
+                assert e.ready
+
+    with caplog.at_level(logging.INFO, logger="inferline.engines.remote"):
+        asyncio.run(case())
+    lines = [r.getMessage() for r in caplog.records if r.name == "inferline.engines.remote"]
+    where = f"upstream of embedding at {url}"
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"{where} is not ready yet: ")
+    assert len(lines[0]) > len(f"{where} is not ready yet: ") + 5  # the transport's words
+    assert lines[1] == f"{where} is still down: /v2/health/ready answered 503"
+    assert lines[2] == f"{where} is up"
+
+
+def test_grpcs_reasons_count_as_the_same_though_their_text_has_a_timestamp(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from grpc import StatusCode
+    from grpc.aio import AioRpcError, Metadata
+
+    times = iter(range(100))
+
+    async def check(seconds: float) -> None:
+        debug = f'UNKNOWN:Error received from peer {{created_time:"{next(times)}"}}'
+        details = "failed to connect to all addresses; last error: 10.1.2.3:8001: refused"
+        raise AioRpcError(StatusCode.UNAVAILABLE, Metadata(), Metadata(), details, debug)
+
+    async def case() -> None:
+        monitor = Monitor(Breaker("embedding", "triton:8001", 3), check, 60)
+        await monitor.start()
+        for _ in range(3):
+            await monitor.probe()
+        await monitor.close()
+
+    with caplog.at_level(logging.INFO, logger="inferline.engines.remote"):
+        asyncio.run(case())
+    assert [r.getMessage() for r in caplog.records] == [
+        "upstream of embedding at triton:8001 is not ready yet: UNAVAILABLE: failed to connect "
+        "to all addresses; last error: 10.1.2.3:8001: refused"
+    ]

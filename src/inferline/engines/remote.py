@@ -74,6 +74,7 @@ class Breaker:
         self.threshold = threshold
         self.failures = 0
         self.open = True  # until the first health check passes
+        self.reason: str | None = None  # why it is open: the last one logged, or the first
 
     def check(self) -> None:
         """Fail fast while open."""
@@ -100,9 +101,15 @@ class Breaker:
             self.trip(why)
 
     def trip(self, why: str) -> None:
+        """Open, or stay open: logged when it opens, and when the reason changes while it
+        stays open (the first reason of a breaker open since the start is the monitor's to
+        log), so that a long outage says what it is without a line per health check."""
         if not self.open:
             self.open = True
             log.warning("upstream of %s at %s is down: %s", self.name, self.where, why)
+        elif self.reason is not None and why != self.reason:
+            log.warning("upstream of %s at %s is still down: %s", self.name, self.where, why)
+        self.reason = why
 
 
 class Monitor:
@@ -119,9 +126,13 @@ class Monitor:
 
     async def start(self) -> None:
         await self.probe()
-        if self.breaker.open:
+        breaker = self.breaker
+        if breaker.open:
             log.warning(
-                "upstream of %s at %s is not ready yet", self.breaker.name, self.breaker.where
+                "upstream of %s at %s is not ready yet: %s",
+                breaker.name,
+                breaker.where,
+                breaker.reason,
             )
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -130,9 +141,18 @@ class Monitor:
             async with asyncio.timeout(self.timeout):
                 await self.check(self.timeout)
         except Exception as exc:  # whatever the transport raises: the upstream is not ready
-            self.breaker.trip(str(exc) or type(exc).__name__)
+            self.breaker.trip(self._reason(exc))
         else:
             self.breaker.healthy()
+
+    def _reason(self, exc: Exception) -> str:
+        """The transport's detail, worded the same each time for the same cause."""
+        code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+        if callable(code) and callable(details):  # gRPC's: its str() holds a timestamp
+            return f"{getattr(code(), 'name', code())}: {details()}"
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return f"no answer within {self.timeout:g} s"
+        return str(exc) or type(exc).__name__
 
     async def _loop(self) -> None:
         while True:
