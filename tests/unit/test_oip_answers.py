@@ -52,6 +52,17 @@ def test_other_types_and_bad_sizes_are_engine_errors() -> None:
         _parse_grpc(grpc_answer("FP32", fp32_contents=[0.0] * 4), "embeddings")
 
 
+def test_values_past_fp32_read_as_inf_for_the_engine_to_refuse() -> None:
+    """No overflow warning (an error under pytest's settings, noise in a log): OipEngine
+    refuses every value that is not finite."""
+    answer = grpc_answer("FP64", fp64_contents=[1e300, 0.0, 0.0, 0.0])
+    assert np.isinf(_parse_grpc(answer, "probabilities")[0, 0])
+    tensor = {"name": "probabilities", "datatype": "FP64", "shape": [2, 2]}
+    raw = np.array([1e300, 0.0, 0.0, 0.0]).astype("<f8").tobytes()
+    header = orjson.dumps({"outputs": [tensor | {"parameters": {"binary_data_size": len(raw)}}]})
+    assert np.isinf(_parse_rest(header + raw, str(len(header)), "probabilities")[0, 0])
+
+
 def test_rest_answers_json_and_binary() -> None:
     tensor = {"name": "probabilities", "datatype": "FP64", "shape": [2, 2]}
     as_json = orjson.dumps({"outputs": [tensor | {"data": VALUES.ravel().tolist()}]})

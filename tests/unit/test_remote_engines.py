@@ -1,11 +1,12 @@
 """OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
 whose body drips past the deadline, error answers that hold the upstream's internals, an
-upstream down from the start. Each test starts the engine for real (its first health check
-included) and sends it batches."""
+upstream down from the start, values that are not numbers. Each test starts the engine for
+real (its first health check included) and sends it batches."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -260,3 +261,42 @@ def test_grpcs_reasons_count_as_the_same_though_their_text_has_a_timestamp(
         "upstream of embedding at triton:8001 is not ready yet: UNAVAILABLE: failed to connect "
         "to all addresses; last error: 10.1.2.3:8001: refused"
     ]
+
+
+def binary_answer(client: str, rows: list[list[float]]) -> tuple[bytes, int]:
+    """``rows`` as raw little-endian FP32, Triton's binary extension or OpenAI's base64, and
+    the length of the JSON header before the raw bytes (0 for OpenAI)."""
+    raw = [np.asarray(row, dtype="<f4").tobytes() for row in rows]
+    if client == "openai":
+        return openai_answer([base64.b64encode(row).decode() for row in raw]), 0
+    size = {"binary_data_size": len(raw) * len(raw[0])}
+    tensor = {"name": "embedding", "datatype": "FP32", "shape": [len(rows), DIM]}
+    header = orjson.dumps({"outputs": [tensor | {"parameters": size}]})
+    return header + b"".join(raw), len(header)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("value", ["null", "past float32", "NaN", "inf"])
+def test_values_that_are_not_numbers_are_refused(client: str, value: str) -> None:
+    """Not passed on as null, with 200, as if they were embeddings."""
+    good = [0.5] * (DIM - 1)
+    header = 0
+    if value == "null":
+        answer = answer_of(client, [[0.5] * DIM, [None, *good]])
+    elif value == "past float32":
+        answer = answer_of(client, [[0.5] * DIM, [1e300, *good]])
+    else:
+        answer, header = binary_answer(client, [[0.5] * DIM, [float(value.lower()), *good]])
+
+    async def give(up: Upstream, reader: Reader, writer: Writer) -> None:
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n" % len(answer)
+        if header:
+            head += b"inference-header-content-length: %d\r\n" % header
+        writer.write(head + b"\r\n" + answer)
+
+    async def case() -> None:
+        async with upstream(give) as up, engine(client, up.url) as e:
+            with pytest.raises(EngineError, match="NaN, infinite or null values"):
+                await e.infer(items("a", "b"))
+
+    asyncio.run(case())

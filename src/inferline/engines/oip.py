@@ -138,6 +138,8 @@ class OipEngine:
                 f"the upstream's {self.output!r} has shape {list(matrix.shape)}, "
                 f"not {list(expected)}"
             )
+        if not np.isfinite(matrix).all():  # JSON's null reads as NaN; FP64 past FP32 as inf
+            raise EngineError(f"the upstream's {self.output!r} has NaN, infinite or null values")
         return list(matrix)
 
     async def close(self) -> None:
@@ -340,11 +342,12 @@ def _parse_rest(content: bytes, header_length: str | None, output: str) -> Any:
             length = params.get("binary_data_size")
             if tensor["name"] == output:
                 dtype = _float_type(output, tensor["datatype"])
-                if length is None:
-                    data = np.asarray(tensor["data"], dtype=np.float32)
-                else:
-                    count = int(length) // dtype.itemsize
-                    data = np.frombuffer(content, dtype, count, offset).astype(np.float32)
+                with np.errstate(over="ignore"):  # past FP32's range: inf, refused by infer
+                    if length is None:
+                        data = np.asarray(tensor["data"], dtype=np.float32)
+                    else:
+                        count = int(length) // dtype.itemsize
+                        data = np.frombuffer(content, dtype, count, offset).astype(np.float32)
                 return data.reshape(tensor["shape"])
             offset += int(length or 0)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -445,7 +448,8 @@ def _parse_grpc(response: Any, output: str) -> Any:
                     data = np.asarray(tensor.contents.fp64_contents, dtype=np.float64)
                 else:
                     data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
-                return data.astype(np.float32).reshape(tuple(tensor.shape))
+                with np.errstate(over="ignore"):  # past FP32's range: inf, refused by infer
+                    return data.astype(np.float32).reshape(tuple(tensor.shape))
             except (ValueError, IndexError) as exc:
                 raise EngineError(f"{output!r} from the upstream: {exc}") from None
     raise EngineError(f"the upstream's answer has no output {output!r}")

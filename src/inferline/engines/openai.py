@@ -217,7 +217,8 @@ class OpenAIEngine(_Client):
                 if isinstance(vector, str):  # base64 of little-endian float32
                     rows.append(np.frombuffer(base64.b64decode(vector), "<f4"))
                 else:
-                    rows.append(np.asarray(vector, dtype=np.float32))
+                    with np.errstate(over="ignore"):  # past float32's range: inf, refused below
+                        rows.append(np.asarray(vector, dtype=np.float32))
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{self.upstream}: not an embeddings answer ({exc})") from None
         dim = self._info.output_dim
@@ -227,6 +228,8 @@ class OpenAIEngine(_Client):
                 f"{rows[0].shape[0] if rows else 0} dimensions for {count} texts; "
                 f"expected {dim} (set output_dim)"
             )
+        if not all(np.isfinite(row).all() for row in rows):  # JSON's null reads as NaN
+            raise EngineError(f"{self.upstream} gave embeddings with NaN, infinite or null values")
         return rows
 
 
