@@ -1,6 +1,7 @@
 """OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
 whose body drips past the deadline, error answers that hold the upstream's internals, an
-upstream down from the start, values that are not numbers. Each test starts the engine for
+upstream down from the start, values that are not numbers, answers too large to hold.
+Each test starts the engine for
 real (its first health check included) and sends it batches."""
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Upstream:
                 closed = await reader.read(1) == b""
         except TimeoutError:
             return False
+        except ConnectionResetError:  # closed with our bytes unread: a reset, not an EOF
+            closed = True
         if closed:
             self.hung_up.set()
         return closed
@@ -298,5 +301,33 @@ def test_values_that_are_not_numbers_are_refused(client: str, value: str) -> Non
         async with upstream(give) as up, engine(client, up.url) as e:
             with pytest.raises(EngineError, match="NaN, infinite or null values"):
                 await e.infer(items("a", "b"))
+
+    asyncio.run(case())
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_embeddings_answer_far_larger_than_asked_for_is_refused(framing: str) -> None:
+    """A valid answer, padded to a megabyte: far more than 2 embeddings of 4 floats take. It
+    is refused by its Content-Length, or once the read goes past the bound, not held whole."""
+    answer = orjson.loads(openai_answer([[0.5] * DIM, [0.25] * DIM]))
+    padded = orjson.dumps(answer | {"pad": "x" * 1024 * 1024})
+
+    async def give(up: Upstream, reader: Reader, writer: Writer) -> None:
+        if framing == "content-length":
+            writer.write(ok(padded))
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i in range(0, len(padded), 65536):
+                piece = padded[i : i + 65536]
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        await up.gone(reader, 10)
+
+    async def case() -> None:
+        async with upstream(give) as up, engine("openai", up.url) as e:
+            with pytest.raises(EngineError, match=r"answered over \d+ bytes, more than 2 emb"):
+                await e.infer(items("a", "b"))
+            await asyncio.wait_for(up.hung_up.wait(), 10)  # its connection closed, not kept
 
     asyncio.run(case())

@@ -52,6 +52,12 @@ from inferline.types import EngineInfo, FloatArray, Item
 RETRIED = (429, 502, 503, 504)
 DOWN = (502, 503, 504)  # relayed answers that say the upstream is down (for the breaker)
 UNEXPECTED = (*range(100, 200), 204, 205, *range(300, 400))
+# The most an embeddings answer may take: each float as JSON text, generously (orjson's
+# "-1.2345678901234567e-05" is 23 bytes; a separator, a space), each row's keys, and the
+# envelope (model, usage). Base64 is smaller, but an upstream may answer floats anyway.
+JSON_FLOAT_BYTES = 32
+ROW_BYTES = 512
+ENVELOPE_BYTES = 64 * 1024
 
 
 class _Client:
@@ -193,16 +199,32 @@ class OpenAIEngine(_Client):
     async def _embed(self, body: dict[str, Any], deadline: float) -> Any:
         import httpx
 
+        texts = len(body["input"])
+        limit = texts * (self._info.output_dim * JSON_FLOAT_BYTES + ROW_BYTES) + ENVELOPE_BYTES
+        too_large = EngineError(
+            f"{self.upstream} answered over {limit} bytes, more than {texts} embeddings of "
+            f"{self._info.output_dim} dimensions take (set output_dim)"
+        )
         response = await self.send("/embeddings", body, deadline)
+        chunks: list[bytes] = []
         try:
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise too_large
             # send() bounds the head only: a body that drips must end at the deadline too.
             # Closing the response unread to its end closes its connection: a hang-up.
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
-                content = await response.aread()
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:  # an answer of any size would be held whole otherwise
+                        raise too_large
+                    chunks.append(chunk)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise DeadlineExceeded(f"{self.upstream} did not answer in time") from exc
         finally:
             await response.aclose()
+        content = b"".join(chunks)
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
