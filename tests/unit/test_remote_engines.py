@@ -1,8 +1,8 @@
 """OipEngine and OpenAIEngine against small loopback upstreams that misbehave: an answer
 whose body drips past the deadline, error answers that hold the upstream's internals, an
-upstream down from the start, values that are not numbers, answers too large to hold.
-Each test starts the engine for
-real (its first health check included) and sends it batches."""
+upstream down from the start, values that are not numbers, answers too large to hold,
+embeddings indexed wrong. Each test starts the engine for real (its first health check
+included) and sends it batches."""
 
 from __future__ import annotations
 
@@ -329,5 +329,21 @@ def test_an_embeddings_answer_far_larger_than_asked_for_is_refused(framing: str)
             with pytest.raises(EngineError, match=r"answered over \d+ bytes, more than 2 emb"):
                 await e.infer(items("a", "b"))
             await asyncio.wait_for(up.hung_up.wait(), 10)  # its connection closed, not kept
+
+    asyncio.run(case())
+
+
+@pytest.mark.parametrize("indices", [[0, 0, 0], [0, 1, 1], [1, 2, 3], [0, True, 2], [0, 1.0, 2]])
+def test_embeddings_whose_indices_are_not_each_text_once_are_refused(indices: list[Any]) -> None:
+    """Else rows would go to texts they are not of, in the list's order, with 200."""
+    data = [{"object": "embedding", "index": i, "embedding": [0.5] * DIM} for i in indices]
+
+    async def give(up: Upstream, reader: Reader, writer: Writer) -> None:
+        writer.write(ok(orjson.dumps({"object": "list", "data": data})))
+
+    async def case() -> None:
+        async with upstream(give) as up, engine("openai", up.url) as e:
+            with pytest.raises(EngineError, match="whose indices are not 0 to 2"):
+                await e.infer(items("a", "b", "c"))
 
     asyncio.run(case())

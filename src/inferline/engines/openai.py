@@ -233,6 +233,7 @@ class OpenAIEngine(_Client):
     def _rows(self, answer: Any, count: int) -> list[FloatArray]:
         try:
             entries = sorted(answer["data"], key=lambda e: e["index"])
+            indices = [entry["index"] for entry in entries]
             rows = []
             for entry in entries:
                 vector = entry["embedding"]
@@ -249,6 +250,12 @@ class OpenAIEngine(_Client):
                 f"{self.upstream} gave {len(rows)} embeddings of "
                 f"{rows[0].shape[0] if rows else 0} dimensions for {count} texts; "
                 f"expected {dim} (set output_dim)"
+            )
+        # The index, not the order, says which text a vector is of: each one once, or rows
+        # would go to the wrong texts (bool and float are refused: True == 1, 0.0 == 0).
+        if indices != list(range(count)) or any(type(i) is not int for i in indices):
+            raise EngineError(
+                f"{self.upstream} gave embeddings whose indices are not 0 to {count - 1}"
             )
         if not all(np.isfinite(row).all() for row in rows):  # JSON's null reads as NaN
             raise EngineError(f"{self.upstream} gave embeddings with NaN, infinite or null values")
