@@ -82,17 +82,21 @@ def test_yaml_and_a_key_file(tmp_path: Path) -> None:
         ('[models.chat]\nengine = "oip"\nurl = "http://x"\n', "needs engine = 'openai'"),
         (
             '[models.chat]\nengine = "openai"\nurl = "http://x"\napi_key_env = "NOPE_NOT_SET"\n',
-            "NOPE_NOT_SET, which is not set",
+            "models.chat: api_key_env names NOPE_NOT_SET, which is not set",
+        ),
+        (
+            '[models.chat]\nengine = "openai"\nurl = "http://x"\napi_key_file = "/nope-key"\n',
+            "models.chat: cannot read api_key_file /nope-key",
         ),
         ("[models.embedding\n", "does not parse"),
         (
             '[models.embedding]\nengine = "oip"\nurl = "https://x"\ntls_ca_file = "/nope.pem"\n',
-            "cannot read tls_ca_file /nope.pem",
+            "models.embedding: cannot read tls_ca_file /nope.pem",
         ),
         (
             '[models.embedding]\nengine = "oip"\nurl = "https://x"\n'
             'tls_cert_file = "/etc/os-release"\ntls_key_file = "/etc/os-release"\n',
-            "cannot use the TLS files of https://x",  # readable, but not a certificate
+            "models.embedding: cannot use the TLS files of https://x",  # not a certificate
         ),
     ],
 )

@@ -306,12 +306,20 @@ def load(path: Path | None) -> ModelsConfig:
                 "and needs engine = 'openai'"
             )
         if isinstance(spec, RemoteSpec):
-            mistake = spec.mistake()
-            if mistake is not None:
-                field, why = mistake
-                why = f"models.{name}.{field}: {why}"
-                raise ValueError(f"the models config {path} is invalid: {why}")
-            spec.api_key()  # a key that cannot be read stops the start, naming its source
-            spec.tls_files()  # and so do TLS files that cannot be read,
-            spec.ssl_context()  # or used (a key that does not match its certificate)
+            _check_remote(path, name, spec)
     return config
+
+
+def _check_remote(path: Path, name: str, spec: RemoteSpec) -> None:
+    """What pydantic cannot check: the url and headers for the engine and protocol, and the
+    files and variables that the spec names, read now; each error names the model."""
+    mistake = spec.mistake()
+    if mistake is not None:
+        field, why = mistake
+        raise ValueError(f"the models config {path} is invalid: models.{name}.{field}: {why}")
+    try:
+        spec.api_key()  # a key that cannot be read stops the start, naming its source
+        spec.tls_files()  # and so do TLS files that cannot be read,
+        spec.ssl_context()  # or used (a key that does not match its certificate)
+    except ValueError as exc:
+        raise ValueError(f"{path}: models.{name}: {exc}") from None
