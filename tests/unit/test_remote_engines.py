@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from inferline.engines.config import OipSpec, OpenAISpec
-from inferline.engines.oip import OipEngine
+from inferline.engines.http1 import UpstreamClosed
+from inferline.engines.oip import OipEngine, _Httpx
 from inferline.engines.openai import OpenAIEngine
 from inferline.engines.remote import BadRequest, Breaker, Monitor
 from inferline.errors import DeadlineExceeded, EngineError, Overloaded, Unavailable
@@ -345,5 +346,24 @@ def test_embeddings_whose_indices_are_not_each_text_once_are_refused(indices: li
         async with upstream(give) as up, engine("openai", up.url) as e:
             with pytest.raises(EngineError, match="whose indices are not 0 to 2"):
                 await e.infer(items("a", "b", "c"))
+
+    asyncio.run(case())
+
+
+def test_an_oip_answer_over_http2_is_bounded_as_over_http1() -> None:
+    """httpx read any answer whole; Http1Pool stops at its bound (256 MiB for OIP)."""
+
+    async def give(up: Upstream, reader: Reader, writer: Writer) -> None:
+        writer.write(ok(b"x" * 1024))
+        await up.gone(reader, 10)
+
+    async def case() -> None:
+        async with upstream(give) as up:
+            spec = OipSpec(engine="oip", url=up.url, http2=True)
+            client = _Httpx(spec, None, max_answer=512)
+            with pytest.raises(UpstreamClosed, match="answer over 512 bytes"):
+                await client.request("POST", "/", [], b"{}", seconds=5, connect_timeout=1)
+            await client.aclose()
+            await asyncio.wait_for(up.hung_up.wait(), 10)
 
     asyncio.run(case())

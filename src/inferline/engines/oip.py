@@ -158,7 +158,7 @@ class _Http:
         context = spec.ssl_context()
         self.pool: Http1Pool | _Httpx
         if spec.http2:
-            self.pool = _Httpx(spec, context)
+            self.pool = _Httpx(spec, context, max_answer=MAX_MESSAGE)
         else:
             if context is None and spec.url.startswith("https:"):
                 import httpx  # its trust store (certifi, SSL_CERT_FILE), as with http2
@@ -229,7 +229,7 @@ class _Httpx:
     flows and URL merging, cost about as much as the request and do nothing here), with its
     errors in the terms of engines/http1.py."""
 
-    def __init__(self, spec: OipSpec, context: ssl.SSLContext | None) -> None:
+    def __init__(self, spec: OipSpec, context: ssl.SSLContext | None, *, max_answer: int) -> None:
         import httpx
 
         quiet_httpx()
@@ -243,6 +243,7 @@ class _Httpx:
         )
         self.base = spec.url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path
+        self.max_answer = max_answer
 
     async def request(
         self,
@@ -270,7 +271,7 @@ class _Httpx:
             async with asyncio.timeout(seconds):
                 response = await self.transport.handle_async_request(request)
                 try:
-                    return response.status_code, response.headers, await response.aread()
+                    return response.status_code, response.headers, await self._read(response)
                 finally:
                     await response.aclose()
         except httpx.ConnectTimeout as exc:
@@ -281,6 +282,16 @@ class _Httpx:
             raise UpstreamClosed(type(exc).__name__) from exc
         except httpx.HTTPError as exc:
             raise EngineError(f"the upstream's answer failed: {type(exc).__name__}") from exc
+
+    async def _read(self, response: Any) -> bytes:
+        """The whole answer, at most ``max_answer`` bytes, as Http1Pool reads it."""
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_answer:
+                raise UpstreamClosed(f"answer over {self.max_answer} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
