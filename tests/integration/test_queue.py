@@ -40,7 +40,7 @@ class PoisonService(Service):
         self, name: str, texts: Sequence[str], deadline: float | None = None
     ) -> list[dict[str, Any]]:
         if any("POISON" in t for t in texts):
-            raise EngineError("poisoned batch")
+            raise EngineError("poisoned batch in /srv/models/secret.onnx")
         return await super().results(name, texts, deadline)
 
 
@@ -199,6 +199,9 @@ def test_poison_jobs_go_to_the_dead_letter_stream(redis_server: RedisServer) -> 
         for text, outcome in zip(texts, outcomes, strict=True):
             assert outcome is not None
             assert outcome["status"] == ("failed" if "POISON" in text else "done"), outcome
+            if "POISON" in text:  # the engine's words (a path here) stay in log and DLQ
+                assert "secret" not in outcome["error"], outcome
+                assert "last error: internal error (id " in outcome["error"], outcome
         keys = keys_of(settings)
         dead = cast(list[tuple[str, dict[str, str]]], await client.xrange(keys.dead))
         assert sorted(fields["id"] for _, fields in dead) == ["p0", "p4", "p8"]

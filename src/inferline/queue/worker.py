@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -24,7 +25,14 @@ from redis.exceptions import RedisError, ResponseError
 
 from inferline.api.validation import check_texts
 from inferline.config import Settings
-from inferline.errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
+from inferline.errors import (
+    DeadlineExceeded,
+    EngineError,
+    InferlineError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+)
 from inferline.queue.keys import ID_RULE, JOB_ID, MODELS, QueueKeys, keys_of
 from inferline.queue.producer import DONE, FAILED, encode_outcome
 from inferline.telemetry import context, tracing
@@ -59,7 +67,8 @@ class Job:
     inputs: list[str]
     deliveries: int = 1
     outcome: bytes | None = None  # set once the job is finished, one way or the other
-    error: str | None = None  # the last transient failure
+    error: str | None = None  # the last transient failure, whole (log, dead letter)
+    shown: str | None = None  # the same as its result gives it: an engine's by an id alone
     dead: bool = False
     trace: dict[str, str] = field(default_factory=dict)  # the submitter's trace context
     status: str = ""
@@ -355,7 +364,7 @@ class Worker:
         for job in todo:
             if job.outcome is None and job.deliveries >= self.settings.queue_max_deliveries:
                 job.dead = True
-                job.finish(FAILED, f"failed {job.deliveries} times; last error: {job.error}")
+                job.finish(FAILED, f"failed {job.deliveries} times; last error: {job.shown}")
 
     async def _hold(self, jobs: list[Job]) -> bool:
         """Keep the jobs of models whose remote upstream is down (their leases renewed,
@@ -386,12 +395,22 @@ class Worker:
                 job.finish(FAILED, str(exc))
                 return
             except (Overloaded, DeadlineExceeded) as exc:
-                job.error = str(exc)
+                job.error = job.shown = str(exc)
                 await self._sleep(BACKOFF_MIN_S * 2**attempt)
                 continue
             except Exception as exc:  # the engine (or anything else): retried, then DLQ
                 job.error = f"{type(exc).__name__}: {exc}"
-                log.warning("job %s failed (delivery %d): %s", job.id, job.deliveries, job.error)
+                # As HTTP's 500: the detail (a path, an upstream's words) stays in the log
+                # and the dead letter; GET /v1/jobs/{id} gives an id to find it by.
+                told = isinstance(exc, InferlineError) and not isinstance(exc, EngineError)
+                job.shown = str(exc) if told else f"internal error (id {uuid.uuid4().hex})"
+                log.warning(
+                    "job %s failed (delivery %d): %s [%s]",
+                    job.id,
+                    job.deliveries,
+                    job.error,
+                    job.shown,
+                )
                 return
             job.finish(DONE, results)
             return
