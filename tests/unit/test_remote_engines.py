@@ -165,6 +165,7 @@ def test_a_body_that_drips_past_the_deadline_ends_the_call(client: str) -> None:
 LEAK = 'Traceback (most recent call last):\n  File "/srv/triton/backend.py"\nOSError: 10.1.2.3:8001'
 
 
+@pytest.mark.parametrize("client", ["oip-http1", "openai"])
 @pytest.mark.parametrize(
     ("status", "error"),
     [
@@ -176,7 +177,7 @@ LEAK = 'Traceback (most recent call last):\n  File "/srv/triton/backend.py"\nOSE
     ],
 )
 def test_an_upstreams_error_text_goes_to_the_log_not_to_clients(
-    status: int, error: type[Exception], caplog: pytest.LogCaptureFixture
+    client: str, status: int, error: type[Exception], caplog: pytest.LogCaptureFixture
 ) -> None:
     """429, 503 and 504 reach clients as they are, and every error's text reaches the job
     queue's results: they name the upstream and the status, and the log has the rest, a
@@ -190,7 +191,7 @@ def test_an_upstreams_error_text_goes_to_the_log_not_to_clients(
 
     async def case() -> None:
         fields = {"max_retries": 0, "failure_threshold": 100}
-        async with upstream(refuse) as up, engine("oip-http1", up.url, **fields) as e:
+        async with upstream(refuse) as up, engine(client, up.url, **fields) as e:
             for _ in range(calls):
                 with pytest.raises(error) as refused:
                     await e.infer(items("a"))

@@ -27,6 +27,7 @@ from inferline.engines.config import OpenAISpec, display
 from inferline.engines.remote import (
     BadRequest,
     Breaker,
+    ErrorLog,
     Monitor,
     Retry,
     call_deadline,
@@ -161,6 +162,7 @@ class OpenAIEngine(_Client):
 
     def __init__(self, name: str, spec: OpenAISpec, *, output_dim: int, max_tokens: int) -> None:
         super().__init__(name, spec)
+        self._errors = ErrorLog(name, spec.url)
         self._info = EngineInfo(
             name=name,
             inputs=("text",),
@@ -189,7 +191,8 @@ class OpenAIEngine(_Client):
         except UpstreamError as exc:  # passed through on the relay; a batch maps it
             error = _batch_error(exc)
             note_failure(self.breaker, error, callers_bound)
-            raise error from None
+            # what the upstream said: to the log (at most a line a second), not to clients
+            raise error from self._errors.said(str(exc.status), _text(exc.body))
         except Exception as exc:
             note_failure(self.breaker, exc, callers_bound)
             raise
@@ -260,6 +263,18 @@ class OpenAIEngine(_Client):
         if not all(np.isfinite(row).all() for row in rows):  # JSON's null reads as NaN
             raise EngineError(f"{self.upstream} gave embeddings with NaN, infinite or null values")
         return rows
+
+
+def _text(body: bytes) -> str:
+    """An error answer's own words: OpenAI's ``error.message``, or its start."""
+    try:
+        error = orjson.loads(body).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str) and message:
+            return message
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return body[:500].decode("utf-8", "replace")
 
 
 def _batch_error(exc: UpstreamError) -> Exception:
