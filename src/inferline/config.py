@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     """A batch stops growing when its padded tokens would exceed this multiple of its real
     tokens (padding costs as much compute as real tokens)."""
     min_batch_size: int = Field(2, ge=1)
-    """Texts a batch may take regardless of the padding rule."""
+    """Texts a batch may take regardless of the padding rule (at most ``max_batch_size``:
+    ``max_batch_size=1`` turns batching off whatever this is)."""
     pack_width: int = Field(PACK_WIDTH, ge=0, le=4096)
     """Tokens in a packed row: short texts share rows this wide (or as wide as the batch's
     longest text) instead of being padded, and the padding rule no longer applies. 0 pads
@@ -228,11 +229,6 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.port and self.port == self.grpc_port:
             raise ValueError(f"port and grpc_port are both {self.port}: give each its own")
-        if self.min_batch_size > self.max_batch_size:
-            raise ValueError(
-                f"min_batch_size ({self.min_batch_size}) is above max_batch_size "
-                f"({self.max_batch_size})"
-            )
         return self
 
     @model_validator(mode="after")
