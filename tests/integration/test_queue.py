@@ -40,7 +40,8 @@ class PoisonService(Service):
         self, name: str, texts: Sequence[str], deadline: float | None = None
     ) -> list[dict[str, Any]]:
         if any("POISON" in t for t in texts):
-            raise EngineError("poisoned batch in /srv/models/secret.onnx")
+            said = RuntimeError("CUDA out of memory")  # a remote engine's Said, say
+            raise EngineError("poisoned batch in /srv/models/secret.onnx") from said
         return await super().results(name, texts, deadline)
 
 
@@ -207,6 +208,7 @@ def test_poison_jobs_go_to_the_dead_letter_stream(redis_server: RedisServer) -> 
         assert sorted(fields["id"] for _, fields in dead) == ["p0", "p4", "p8"]
         assert all(int(fields["deliveries"]) == 2 for _, fields in dead)
         assert "poisoned batch" in dead[0][1]["error"]
+        assert "(CUDA out of memory)" in dead[0][1]["error"]  # the cause, for the operator
         assert (await client.xpending(keys.stream, keys.group))["pending"] == 0
 
     run(settings, body, PoisonService)

@@ -319,8 +319,8 @@ def _detail(content: bytes) -> str:
 
 def _http_error(status: int, retry: str | None, message: str) -> Exception:
     """The error of an answer that is not 200: ``message`` names the upstream and the status
-    and nothing the upstream said, since the 429, 503 and 504 go to clients as they are (and
-    the job queue keeps every error's text in the job's result)."""
+    and nothing the upstream said, since the 429, 503 and 504 go to clients as they are;
+    what it said is the error's cause, for the log and the job queue's dead letters."""
     wait = retry_after(retry)
     if status == 429:
         return Retry(Overloaded(message, retry_after=wait or 1.0, reason="upstream"), wait)

@@ -400,6 +400,9 @@ class Worker:
                 continue
             except Exception as exc:  # the engine (or anything else): retried, then DLQ
                 job.error = f"{type(exc).__name__}: {exc}"
+                cause = exc.__cause__  # a remote engine's: what its upstream said
+                if cause is not None and str(cause):
+                    job.error += f" ({cause})"
                 # As HTTP's 500: the detail (a path, an upstream's words) stays in the log
                 # and the dead letter; GET /v1/jobs/{id} gives an id to find it by.
                 told = isinstance(exc, InferlineError) and not isinstance(exc, EngineError)
