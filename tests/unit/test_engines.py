@@ -137,6 +137,15 @@ def remote(engine: str, url: str, extra: str = "") -> str:
             remote("oip", "b:8001", 'protocol = "grpc"\nheaders = {"x-a" = "caf\u00e9"}'),
             "headers: the value of x-a is not printable ASCII",
         ),
+        # httpx sends ASCII alone: the engine failed to start, and the model to load
+        (
+            remote("openai", "http://b/v1", 'headers = {"x-a" = "caf\u00e9"}'),
+            "headers: the value of x-a is not ASCII",
+        ),
+        (
+            remote("oip", "http://b", 'http2 = true\nheaders = {"x-a" = "caf\u00e9"}'),
+            "headers: the value of x-a is not ASCII",
+        ),
     ],
 )
 def test_urls_and_headers_that_cannot_work_stop_the_start(
@@ -146,6 +155,15 @@ def test_urls_and_headers_that_cannot_work_stop_the_start(
     stays down forever, with the server up."""
     with pytest.raises(ValueError, match=f"is invalid: models.embedding.{message}"):
         load(write(tmp_path, "models.toml", text))
+
+
+def test_a_scheme_in_upper_case_still_means_tls(tmp_path: Path) -> None:
+    """The check read schemes in any case, the transports ``https:`` alone: ``HTTPS://``
+    went in clear text, ``GRPCS://`` never resolved."""
+    oip = load(write(tmp_path, "m.toml", remote("oip", "HTTPS://b:8443"))).spec("embedding")
+    grpc = remote("oip", "GRPCS://b:443", 'protocol = "grpc"')
+    assert isinstance(oip, OipSpec) and oip.url == "https://b:8443"
+    assert load(write(tmp_path, "m.toml", grpc)).spec("embedding").url == "grpcs://b:443"  # type: ignore[union-attr]
 
 
 def test_no_secret_is_echoed_by_the_url_or_header_checks(tmp_path: Path) -> None:
@@ -170,7 +188,8 @@ def test_no_secret_is_echoed_by_the_url_or_header_checks(tmp_path: Path) -> None
         remote("oip", "[::1]:8001", 'protocol = "grpc"'),
         remote("oip", "dns:///backend:8001", 'protocol = "grpc"'),
         remote("oip", "unix:/run/triton.sock", 'protocol = "grpc"'),
-        remote("openai", "http://vllm:8000/v1", 'headers = {"x-a" = "caf\u00e9\tok"}'),
+        remote("oip", "http://b:8000", 'headers = {"x-a" = "caf\u00e9\tok"}'),  # http1.py
+        remote("openai", "http://vllm:8000/v1", 'headers = {"x-a" = "tab\tok"}'),
         remote("openai", "https://api.openai.com/v1"),
     ],
 )

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inferline.config import describe
 
@@ -72,6 +80,14 @@ class RemoteSpec(_Spec):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _scheme_in_lower_case(cls, url: str) -> str:
+        """Schemes are case-insensitive (RFC 3986), but the transports test for ``https:``
+        and ``grpcs://``: ``HTTPS://`` would go in clear text, with the API key."""
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme.lower()}{sep}{rest}" if sep else url
+
     @model_validator(mode="after")
     def _client_certificate_and_key(self) -> RemoteSpec:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -88,7 +104,7 @@ class RemoteSpec(_Spec):
         if why is not None:
             return "url", why
         for name, value in self.headers.items():
-            why = _header_mistake(name, value, grpc=self._grpc())
+            why = _header_mistake(name, value, self._header_text())
             if why is not None:
                 return "headers", why
         return None
@@ -96,8 +112,9 @@ class RemoteSpec(_Spec):
     def _url_mistake(self) -> str | None:
         return _http_url(self.url, "a remote engine", "http://backend:8000")
 
-    def _grpc(self) -> bool:
-        return False
+    def _header_text(self) -> HeaderText:
+        """What the client sends header values as: httpx, ASCII alone."""
+        return "ascii"
 
     def tls_files(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(CA, certificate, key), read now, each None when unset."""
@@ -154,6 +171,7 @@ class RemoteSpec(_Spec):
                 yield name, value
 
 
+HeaderText = Literal["latin-1", "ascii", "grpc"]  # what a client sends header values as
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110, 5.1)
 _METADATA_KEY = re.compile(r"[0-9a-z_.-]+")  # gRPC's, lower-cased
@@ -193,15 +211,21 @@ def _grpc_target(url: str) -> str | None:
     return _authority("//" + (rest if sep else url), netloc_only=True)
 
 
-def _header_mistake(name: str, value: str, *, grpc: bool) -> str | None:
+def _header_mistake(name: str, value: str, text: HeaderText) -> str | None:
     if not _TOKEN.fullmatch(name):  # not quoted: a mistaken name may hold a value
         return "a name that is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
-    if grpc and not _METADATA_KEY.fullmatch(name.lower()):
+    if text == "grpc" and not _METADATA_KEY.fullmatch(name.lower()):
         return f"{name} is not a gRPC metadata key (letters, digits, '-', '_' and '.')"
+    return _value_mistake(name, value, text)
+
+
+def _value_mistake(name: str, value: str, text: HeaderText) -> str | None:
     if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
         return f"the value of {name} has a line break or a control character"
-    if grpc and not (value.isascii() and value.isprintable()):
+    if text == "grpc" and not (value.isascii() and value.isprintable()):
         return f"the value of {name} is not printable ASCII, as gRPC metadata must be"
+    if text == "ascii" and not value.isascii():
+        return f"the value of {name} is not ASCII, which httpx (OpenAI, http2 = true) needs"
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
@@ -233,8 +257,10 @@ class OipSpec(RemoteSpec):
             return _grpc_target(self.url)
         return _http_url(self.url, 'OIP over HTTP (gRPC: protocol = "grpc")', "http://backend:8000")
 
-    def _grpc(self) -> bool:
-        return self.protocol == "grpc"
+    def _header_text(self) -> HeaderText:
+        if self.protocol == "grpc":
+            return "grpc"
+        return "ascii" if self.http2 else "latin-1"  # httpx, or engines/http1.py
 
 
 class OpenAISpec(RemoteSpec):
