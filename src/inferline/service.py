@@ -211,9 +211,10 @@ class Service:
     def begin_drain(self) -> None:
         """Stop admitting new work; what was accepted still runs."""
         if self.state in (State.STARTING, State.READY):
+            if self.state is State.READY:  # while starting, nothing could have been accepted
+                self._drain_mark = time.perf_counter()
             self.state = State.DRAINING
             self._drain_started = time.monotonic()
-            self._drain_mark = time.perf_counter()
 
     async def close(self, grace: float = 30.0) -> None:
         """Refuse new work, finish what was accepted within ``grace``, release the engines.

@@ -24,7 +24,10 @@ from tritonclient.utils import InferenceServerException
 
 from inferline.api.factory import create_app
 from inferline.config import Settings
+from inferline.errors import Unavailable
 from inferline.service import Service, State
+from inferline.telemetry import context
+from inferline.telemetry.context import RequestRecord
 from tests.conftest import Server, ServerFactory, model_dir
 
 
@@ -242,6 +245,19 @@ def test_a_request_mid_upload_at_the_signal_is_served(server_factory: ServerFact
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert b'"label"' in answer
     assert server.proc.wait(30) == 0
+
+
+def test_a_request_at_a_signal_during_start_up_is_still_503() -> None:
+    """Nothing is accepted while starting: such a request got 404, its model not loaded."""
+    service = Service(Settings(model_dir=model_dir()))
+    token = context.enter(RequestRecord("rest"))
+    try:
+        service.begin_drain()
+        for lookup in (service.model, service.chat):
+            with pytest.raises(Unavailable, match="shutting down"):
+                lookup("sentiment")
+    finally:
+        context.leave(token)
 
 
 def test_a_keep_alive_under_a_second_is_kept(server_factory: ServerFactory) -> None:
