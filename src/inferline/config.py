@@ -57,7 +57,6 @@ class Settings(BaseSettings):
         extra="forbid",
         use_attribute_docstrings=True,
         hide_input_in_errors=True,  # values may be secrets (a Redis URL's password, keys)
-        allow_inf_nan=False,  # "inf" seconds reached int() in uvicorn's set-up: a traceback
     )
 
     host: str = "0.0.0.0"  # containers need all interfaces
@@ -131,14 +130,16 @@ class Settings(BaseSettings):
     are truncated (``/predict`` and ``/embed`` say so per text)."""
     max_header_bytes: int = Field(16_384, ge=1024)
     """Largest total size of a request's headers; larger ones get 431."""
-    keep_alive_s: float = Field(5.0, gt=0)
+    # allow_inf_nan=False: inf passed validation and crashed where seconds become whole
+    # numbers (int() in the server's set-up, XAUTOCLAIM's milliseconds)
+    keep_alive_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     """How long an idle keep-alive connection stays open."""
     max_connections: int = Field(2048, ge=1)
     """Connections (and requests) served at once; the server answers 503 past it."""
     request_timeout_s: float = Field(30.0, gt=0)
     """Default deadline of a request; texts not answered when it passes get 504."""
 
-    shutdown_grace_s: float = Field(25.0, ge=0)
+    shutdown_grace_s: float = Field(25.0, ge=0, allow_inf_nan=False)
     """On SIGTERM, how long accepted requests may take to finish before the process exits."""
 
     api_keys: str = ""
@@ -168,7 +169,7 @@ class Settings(BaseSettings):
     new jobs are refused with 429."""
     queue_max_deliveries: int = Field(3, ge=1)
     """Deliveries after which a job that keeps failing goes to the dead-letter stream."""
-    queue_reclaim_idle_s: float = Field(30.0, gt=0)
+    queue_reclaim_idle_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     """A delivered job not acknowledged for this long is taken over by another worker
     (XAUTOCLAIM); a worker keeps its own slow jobs' leases alive meanwhile."""
     queue_read_count: int = Field(64, ge=1, le=10_000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from pydantic import ValidationError
 
@@ -46,6 +48,7 @@ def test_log_levels_are_read_in_any_case() -> None:
         # both reached int() in the server's set-up: a traceback, exit 1
         ({"shutdown_grace_s": "inf"}, "shutdown_grace_s: Input should be a finite number"),
         ({"keep_alive_s": "Infinity"}, "keep_alive_s: Input should be a finite number"),
+        ({"queue_reclaim_idle_s": "inf"}, "queue_reclaim_idle_s: Input should be a finite"),
         # no key at all: the API was served without authentication, silently
         ({"api_keys": ","}, "api_keys: Value error, holds no key"),
         # uvicorn found the clash only after gRPC had bound, as a taken port
@@ -70,3 +73,4 @@ def test_an_empty_path_setting_is_unset(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.tls_cert_file is settings.models_config is settings.api_keys_file is None
     assert Settings(port=0, grpc_port=0).port == 0  # two free ports, picked apart
     assert Settings(max_batch_size=1).min_batch_size == 2  # no batching: not a clash
+    assert Settings(max_padding_ratio="inf").max_padding_ratio == math.inf  # no padding rule
