@@ -54,6 +54,11 @@ def test_submit_checks_its_output_before_sending(
     submit = ["submit", str(texts), "--redis-url", "redis://127.0.0.1:1"]
     assert main([*submit, "--wait", "-o", str(tmp_path / "missing" / "out.jsonl")]) == 2
     assert "No such file or directory" in capsys.readouterr().err
+    assert main([*submit, "--wait", "-o", str(tmp_path)]) == 2
+    assert "Is a directory" in capsys.readouterr().err
+    # a writable one passes the check, and is not created when the run fails (no Redis)
+    assert main([*submit, "--wait", "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "unreachable" in capsys.readouterr().err
     assert main([*submit, "-o", str(tmp_path / "out.jsonl")]) == 2
     assert "--output needs --wait" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()

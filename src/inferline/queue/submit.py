@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import errno
 import hashlib
 import io
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -99,8 +101,7 @@ def submit_file(
     if output is not None:
         if not wait:
             raise InvalidInput("--output needs --wait: the results are written when all are in")
-        with output.open("ab"):  # a missing folder or no permission: say so before the wait
-            pass
+        _check_writable(output)
     texts = read_texts(path)
     ids = job_ids(path, model, len(texts))
     outcomes = asyncio.run(_submit(settings, model, texts, ids, wait=wait, progress=progress))
@@ -113,6 +114,18 @@ def submit_file(
     else:
         output.write_bytes(lines)
     return failed
+
+
+def _check_writable(path: Path) -> None:
+    """Say now, before any job is sent, that ``path`` cannot be written (a missing folder,
+    no permission), and leave no empty file behind when the run fails later."""
+    folder = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(folder))
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 async def _submit(
