@@ -174,6 +174,16 @@ class Batcher:
         return len(self._pending)
 
     @property
+    def drain_rate(self) -> float:
+        """Texts a second, smoothed over recent batches (0 before any): drives Retry-After."""
+        return self._rate
+
+    def forget_drain_rate(self) -> None:
+        """Start the drain rate afresh: a warm-up's few short texts say nothing of it under
+        real load, and would weigh on Retry-After for the first seconds."""
+        self._rate = 0.0
+
+    @property
     def queued_tokens(self) -> int:
         return self._queued_tokens
 

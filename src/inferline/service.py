@@ -202,6 +202,7 @@ class Service:
                     await model.batcher.submit_many(items[start : start + step])
             except Unavailable as exc:  # the upstream went away meanwhile
                 log.warning("warm-up of %s skipped: %s", model.name, exc)
+            model.batcher.forget_drain_rate()
 
     def _is_ready(self, engine: Engine) -> float:
         """1 while the service serves and this model's engine can run (a remote engine's

@@ -96,6 +96,24 @@ def test_token_limits_below_one_texts_are_raised_with_a_warning(
     assert "max_batch_tokens 1 is below the 256 tokens" in caplog.text
 
 
+def test_the_warm_up_leaves_no_drain_rate_behind() -> None:
+    """Its 8 short texts set the drain rate that the first Retry-Afters came from: 1 s with
+    long texts queued, for the first seconds."""
+
+    async def scenario() -> None:
+        service = Service(Settings(model_dir=model_dir()))
+        await service.start()
+        try:
+            batcher = service.models["sentiment"].batcher
+            assert batcher.drain_rate == 0
+            await service.infer("sentiment", ["a review of a blender"] * 4)
+            assert batcher.drain_rate > 0
+        finally:
+            await service.close()
+
+    asyncio.run(scenario())
+
+
 def test_serve_without_model_exits_with_a_clear_message(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
