@@ -146,6 +146,11 @@ def remote(engine: str, url: str, extra: str = "") -> str:
             remote("oip", "http://b", 'http2 = true\nheaders = {"x-a" = "caf\u00e9"}'),
             "headers: the value of x-a is not ASCII",
         ),
+        # h11 refuses a space at an end, and its error quoted the value (a key) in the log
+        (
+            remote("openai", "http://b/v1", 'headers = {"x-api-key" = "s3cret "}'),
+            "headers: the value of x-api-key is not ASCII or has spaces at an end",
+        ),
     ],
 )
 def test_urls_and_headers_that_cannot_work_stop_the_start(
@@ -155,6 +160,16 @@ def test_urls_and_headers_that_cannot_work_stop_the_start(
     stays down forever, with the server up."""
     with pytest.raises(ValueError, match=f"is invalid: models.embedding.{message}"):
         load(write(tmp_path, "models.toml", text))
+
+
+def test_a_key_no_header_can_carry_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFERLINE_TEST_KEY", "s3cr\u00e9t")
+    text = remote("openai", "http://b/v1", 'api_key_env = "INFERLINE_TEST_KEY"')
+    with pytest.raises(ValueError, match="the key has characters a header cannot") as refused:
+        load(write(tmp_path, "models.toml", text))
+    assert "s3cr" not in str(refused.value)
 
 
 def test_a_scheme_in_upper_case_still_means_tls(tmp_path: Path) -> None:

@@ -240,6 +240,21 @@ def test_an_upstream_down_from_the_start_says_why_and_again_when_that_changes(
     assert lines[2] == f"{where} is up"
 
 
+def test_a_protocol_errors_words_stay_out_of_the_reason() -> None:
+    """h11's error quotes the header value it refused: a key, in the breaker's log line."""
+
+    class LocalProtocolError(Exception):
+        pass
+
+    monitor = Monitor(Breaker("embedding", "http://b", 1), unused_check, 5.0)
+    reason = monitor._reason(LocalProtocolError("Illegal header value b's3cret '"))
+    assert reason == "LocalProtocolError"
+
+
+async def unused_check(seconds: float) -> None:
+    raise AssertionError("not called")
+
+
 def test_grpcs_reasons_count_as_the_same_though_their_text_has_a_timestamp(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

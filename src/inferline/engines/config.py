@@ -152,12 +152,12 @@ class RemoteSpec(_Spec):
             key = lines[0].strip() if lines else ""
             if not key:
                 raise ValueError(f"api_key_file {self.api_key_file} is empty")
-            return SecretStr(key)
+            return _header_safe(key, f"api_key_file {self.api_key_file}")
         if self.api_key_env is not None:
             value = os.environ.get(self.api_key_env, "").strip()
             if not value:
                 raise ValueError(f"api_key_env names {self.api_key_env}, which is not set")
-            return SecretStr(value)
+            return _header_safe(value, f"api_key_env {self.api_key_env}")
         return None
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -172,6 +172,8 @@ class RemoteSpec(_Spec):
 
 
 HeaderText = Literal["latin-1", "ascii", "grpc"]  # what a client sends header values as
+# h11's field-content (httpx sends through it): printable ASCII words, spaces between
+_H11_VALUE = re.compile(r"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110, 5.1)
 _METADATA_KEY = re.compile(r"[0-9a-z_.-]+")  # gRPC's, lower-cased
@@ -224,13 +226,24 @@ def _value_mistake(name: str, value: str, text: HeaderText) -> str | None:
         return f"the value of {name} has a line break or a control character"
     if text == "grpc" and not (value.isascii() and value.isprintable()):
         return f"the value of {name} is not printable ASCII, as gRPC metadata must be"
-    if text == "ascii" and not value.isascii():
-        return f"the value of {name} is not ASCII, which httpx (OpenAI, http2 = true) needs"
+    if text == "ascii" and not _H11_VALUE.fullmatch(value):
+        return (
+            f"the value of {name} is not ASCII or has spaces at an end, which httpx "
+            "(OpenAI, http2 = true) refuses"
+        )
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
         return f"the value of {name} is not Latin-1 text, as an HTTP header must be"
     return None
+
+
+def _header_safe(key: str, source: str) -> SecretStr:
+    """The key, if ``Authorization: Bearer <key>`` can carry it: else every request would
+    fail, and a client library's error might quote the header."""
+    if not _H11_VALUE.fullmatch(key):
+        raise ValueError(f"{source}: the key has characters a header cannot carry")
+    return SecretStr(key)
 
 
 def display(url: str) -> str:

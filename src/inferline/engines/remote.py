@@ -152,6 +152,8 @@ class Monitor:
             return f"{getattr(code(), 'name', code())}: {details()}"
         if isinstance(exc, TimeoutError) and not str(exc):
             return f"no answer within {self.timeout:g} s"
+        if type(exc).__name__.endswith("ProtocolError"):  # h11's, httpx's: may quote a header
+            return type(exc).__name__
         return str(exc) or type(exc).__name__
 
     async def _loop(self) -> None:
