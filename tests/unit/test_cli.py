@@ -102,3 +102,15 @@ def test_each_command_lists_only_the_settings_it_reads(
         assert all(f"--{name.replace('_', '-')} " in listed for name in own)
         assert not [name for name in others if f"--{name.replace('_', '-')} " in listed]
         assert "--model-dir" in listed and "--redis-url" in listed
+
+
+def test_model_build_never_replaces_a_folder_that_is_not_a_model_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It renamed the folder away and deleted it, with whatever it held ($HOME, say)."""
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["model", "build", "--model-dir", str(tmp_path)]) == 2
+    assert "holds files but no manifest.json" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert main(["model", "build", "--model-dir", str(tmp_path / "precious.txt")]) == 2
+    assert "is a file, not a model directory" in capsys.readouterr().err

@@ -75,6 +75,7 @@ class _Progress:
 
 def build(model_dir: Path, *, force: bool = False, out: TextIO = sys.stderr) -> Manifest:
     """Build the model directory unless it is already complete and current."""
+    _check_replaceable(model_dir)
     try:
         import torch  # noqa: F401 - fail early with the install hint
 
@@ -178,6 +179,19 @@ def _manifest(work: Path, expected: str) -> Manifest:
     )
     manifest.save(work)
     return manifest
+
+
+def _check_replaceable(model_dir: Path) -> None:
+    """The build replaces ``model_dir`` whole: refuse a folder that is not a model directory
+    (one level too high, or $HOME), which it would delete with all it holds."""
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ModelBuildError(f"{model_dir} is a file, not a model directory")
+    manifest = model_dir / "manifest.json"
+    if model_dir.is_dir() and any(model_dir.iterdir()) and not manifest.is_file():
+        raise ModelBuildError(
+            f"{model_dir} holds files but no manifest.json, so it is not a model "
+            "directory, and the build would replace it whole: give an empty or new folder"
+        )
 
 
 def _swap(work: Path, model_dir: Path) -> None:
