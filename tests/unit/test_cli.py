@@ -114,3 +114,16 @@ def test_model_build_never_replaces_a_folder_that_is_not_a_model_directory(
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     assert main(["model", "build", "--model-dir", str(tmp_path / "precious.txt")]) == 2
     assert "is a file, not a model directory" in capsys.readouterr().err
+
+
+def test_a_broken_manifest_is_named_not_called_a_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It read 'invalid setting: Invalid JSON: EOF while parsing' and named no file."""
+    (tmp_path / "manifest.json").write_text('{"version": ')
+    rated = tmp_path / "rated.jsonl"
+    rated.write_text('{"id": 1, "text": "fine", "rating": 2}\n')
+    assert main(["model", "eval", str(rated), "--model-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'manifest.json'} is not a valid manifest" in err, err
+    assert "invalid setting" not in err

@@ -55,7 +55,7 @@ def fingerprint() -> str:
 def is_current(model_dir: Path, expected: str) -> bool:
     try:
         manifest = Manifest.load(model_dir)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ModelBuildError):  # missing or broken: built anew
         return False
     return manifest.fingerprint == expected and not manifest.problems(model_dir)
 

@@ -6,7 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from inferline.config import describe
+from inferline.errors import ModelBuildError
 
 MANIFEST = "manifest.json"
 
@@ -44,6 +47,11 @@ class Manifest(BaseModel):
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"no model at {model_dir}: run `inferline model build` first"
+            ) from None
+        except ValidationError as exc:  # else read as a mistake in the settings
+            raise ModelBuildError(
+                f"{path} is not a valid manifest ({describe(exc)}): rebuild with "
+                "`inferline model build --force`"
             ) from None
 
     def save(self, model_dir: Path) -> None:
