@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, normalizers
 
+from inferline.errors import ModelBuildError
 from inferline.types import Item
 from inferline.wordpiece import AsciiWordPiece
 
@@ -27,7 +28,10 @@ class TextEncoder:
 
     def __init__(self, path: Path, max_tokens: int) -> None:
         spec = path.read_text(encoding="utf-8")
-        self._tok = _load(spec)
+        try:
+            self._tok = _load(spec)
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise ModelBuildError(f"{path} is not a valid tokenizer ({exc})") from None
         # BERT's normaliser decomposes every character (NFD, for accents) even in plain
         # ASCII, about 40% of the tokenising time. ASCII texts take a copy that only
         # lowercases, which gives the same ids (tests/unit/test_tokenizer.py proves it).

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from inferline.errors import ModelBuildError
 from inferline.tokenizer import TextEncoder
 from tests.conftest import model_dir
 from tests.e2e.samples import NON_ASCII, REVIEWS
@@ -136,3 +137,12 @@ def test_a_non_bert_normaliser_keeps_the_slow_path(tmp_path: Path) -> None:
     cased.no_truncation()
     cased.no_padding()
     assert item.ids.tolist() == cased.encode("Hello World").ids
+
+
+def test_a_broken_tokenizer_file_is_named(tmp_path: Path) -> None:
+    """The tokenizers library's bare Exception was a traceback from `model eval`, and a
+    log line that named no file from `serve`."""
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text('{"version":')
+    with pytest.raises(ModelBuildError, match=f"{broken} is not a valid tokenizer"):
+        TextEncoder(broken, 256)
