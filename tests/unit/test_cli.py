@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -127,3 +128,37 @@ def test_a_broken_manifest_is_named_not_called_a_setting(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'manifest.json'} is not a valid manifest" in err, err
     assert "invalid setting" not in err
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"id": 1, "text": null, "rating": 2}', "'text' is not a string"),
+        ('{"id": 1, "text": ["bad"], "rating": 2}', "'text' is not a string"),
+        ('{"id": 1, "text": "fine", "rating": NaN}', "'rating' is not finite"),
+        ('{"id": 1, "text": "fine", "rating": "1e999"}', "'rating' is not a number"),
+    ],
+)
+def test_eval_refuses_rows_it_used_to_score_as_something_else(
+    tmp_path: Path, line: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """null was scored as the text "None", NaN as Neutral, "1e999" as Positive."""
+    rated = tmp_path / "rated.jsonl"
+    rated.write_text(line + "\n")
+    assert main(["model", "eval", str(rated)]) == 2
+    assert f"{rated}:1: expected an object" in (err := capsys.readouterr().err) and why in err
+
+
+def test_eval_json_without_polar_rows_is_strict_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed NaN, which strict JSON parsers refuse."""
+    rated = tmp_path / "neutral.jsonl"
+    rated.write_text('{"id": 1, "text": "It comes in a box.", "rating": 0.1}\n')
+    assert main(["model", "eval", str(rated), "--json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    scores = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert scores["model"]["polar_accuracy"] is None and scores["model"]["n"] == 1

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from inferline import textfile
 
 LABELS = ("Negative", "Neutral", "Positive")
 FILES = ("amazon_reviews.jsonl", "tweets.jsonl", "nyt_editorials.jsonl")
@@ -38,22 +41,24 @@ def is_validation(source: str, example_id: str) -> bool:
 def load_file(path: Path) -> list[Example]:
     source = path.name.removesuffix(".jsonl")
     rows: list[Example] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rating = float(row["rating"])
-                text, key = str(row["text"]), str(row["id"])
-                example = Example(key, text, label_of(rating), source, rating)
-            except (ValueError, KeyError, TypeError) as exc:
-                why = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise ValueError(
-                    f"{path}:{n}: expected an object with 'id', 'text' and a numeric "
-                    f"'rating' ({why})"
-                ) from None
-            rows.append(example)
+    for n, line in textfile.lines(textfile.read(path)):  # a BOM skipped, bad bytes named
+        try:
+            row = json.loads(line)
+            rating, text = row["rating"], row["text"]
+            # str() and float() took null as "None", a list as its repr, "1e999" as inf
+            if not isinstance(text, str) or not text.strip():
+                raise TypeError("'text' is not a string with words")
+            if isinstance(rating, bool) or not isinstance(rating, int | float):
+                raise TypeError("'rating' is not a number")
+            if not math.isfinite(rating):
+                raise ValueError("'rating' is not finite")
+            example = Example(str(row["id"]), text, label_of(rating), source, float(rating))
+        except (ValueError, KeyError, TypeError) as exc:
+            why = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(
+                f"{path}:{n}: expected an object with 'id', 'text' and a numeric 'rating' ({why})"
+            ) from None
+        rows.append(example)
     return rows
 
 

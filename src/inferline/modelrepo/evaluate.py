@@ -10,6 +10,7 @@ Runs the ONNX graph that the service runs (no torch). Figures:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ class Scores:
     polar_n: int
 
     def as_dict(self) -> dict[str, object]:
+        polar = self.polar_accuracy  # NaN without polar rows: null, not JSON's missing NaN
         return {
-            "polar_accuracy": round(self.polar_accuracy, 4),
+            "polar_accuracy": round(polar, 4) if math.isfinite(polar) else None,
             "macro_f1": round(self.macro_f1, 4),
             "confusion": self.confusion,
             "n": self.n,
