@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 
-def make_certificates(directory: Path) -> None:
-    """Writes ca.crt/ca.key, server.crt/server.key and client.crt/client.key."""
+def _openssl(directory: Path) -> Callable[..., None]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl is not installed (Debian: apt-get install -y openssl)")
@@ -19,6 +19,12 @@ def make_certificates(directory: Path) -> None:
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
 
+    return run
+
+
+def make_certificates(directory: Path) -> None:
+    """Writes ca.crt/ca.key, server.crt/server.key and client.crt/client.key."""
+    run = _openssl(directory)
     run(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
         "-keyout", "ca.key", "-out", "ca.crt",
@@ -34,3 +40,14 @@ def make_certificates(directory: Path) -> None:
             "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
         )  # fmt: skip
+
+
+def make_refused_by_grpc(directory: Path) -> None:
+    """Files that Python's ssl takes and gRPC's does not, after make_certificates: pss.crt
+    and pss.key (an RSA-PSS key), and trusted.crt (server.crt as a TRUSTED CERTIFICATE)."""
+    run = _openssl(directory)
+    run(
+        "req", "-x509", "-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048", "-nodes",
+        "-days", "2", "-subj", "/CN=localhost", "-keyout", "pss.key", "-out", "pss.crt",
+    )  # fmt: skip
+    run("x509", "-in", "server.crt", "-trustout", "-out", "trusted.crt")

@@ -3,6 +3,8 @@ here; Triton's gRPC client and the gRPC project's health stubs over TLS."""
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2 as hpb
 from grpc_health.v1 import health_pb2_grpc
 
-from tests.certs import make_certificates
+from tests.certs import make_certificates, make_refused_by_grpc
 from tests.conftest import Server, ServerFactory, free_port, model_dir
 from tests.deploy.dockerfile import run_healthcheck
 
@@ -71,6 +73,8 @@ def failed_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "inferline.cli", "serve"],
         env={
             "PATH": "/usr/bin:/bin",
+            # the source under test, when it is not the installed one
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
             "INFERLINE_MODEL_DIR": str(model_dir()),
             "INFERLINE_PORT": "0",
             "INFERLINE_GRPC_PORT": "0",
@@ -163,6 +167,37 @@ def test_bad_tls_settings_stop_the_start_with_a_message(
     done = failed_start({k: str(certs / v) for k, v in env.items()})
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("cert", "key"),
+    [("pss.crt", "pss.key"), ("trusted.crt", "server.key")],
+    ids=["rsa-pss", "trusted"],
+)
+def test_files_only_grpc_refuses_stop_the_start_as_tls_not_as_a_taken_port(
+    certs: Path, tmp_path: Path, cert: str, key: str
+) -> None:
+    for name in ("ca.crt", "ca.key", "server.crt", "server.key"):
+        (tmp_path / name).write_bytes((certs / name).read_bytes())
+    make_refused_by_grpc(tmp_path)
+    done = failed_start(
+        {
+            "INFERLINE_TLS_CERT_FILE": str(tmp_path / cert),
+            "INFERLINE_TLS_KEY_FILE": str(tmp_path / key),
+        }
+    )
+    assert done.returncode == 2, done.stderr
+    assert "TLS: gRPC cannot use the certificate or key" in done.stderr, done.stderr
+    assert "INFERLINE_GRPC_PORT" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_taken_grpc_port_under_tls_is_still_a_taken_port(certs: Path) -> None:
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        done = failed_start({**tls_env(certs), "INFERLINE_GRPC_PORT": port})
+    assert done.returncode == 2, done.stderr
+    assert f"cannot bind gRPC to 0.0.0.0:{port}" in done.stderr, done.stderr
+    assert "set INFERLINE_GRPC_PORT to a free port" in done.stderr
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
