@@ -23,7 +23,8 @@ def _openssl(directory: Path) -> Callable[..., None]:
 
 
 def make_certificates(directory: Path) -> None:
-    """Writes ca.crt/ca.key, server.crt/server.key and client.crt/client.key."""
+    """Writes ca.crt/ca.key, server.crt/server.key and client.crt/client.key, and
+    server.enc.key (server.key behind the pass phrase "secret")."""
     run = _openssl(directory)
     run(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
@@ -40,6 +41,7 @@ def make_certificates(directory: Path) -> None:
             "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
         )  # fmt: skip
+    run("pkey", "-in", "server.key", "-aes256", "-passout", "pass:secret", "-out", "server.enc.key")
 
 
 def make_refused_by_grpc(directory: Path) -> None:

@@ -43,8 +43,21 @@ def tls_context() -> ssl.SSLContext | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # its own port, on loopback: nothing to verify
     if env("INFERLINE_TLS_CLIENT_CA_FILE") and key:
-        context.load_cert_chain(cert, key)
+        try:
+            context.load_cert_chain(cert, key, password=_refuse_password)
+        except _Encrypted:
+            raise ValueError(
+                f"INFERLINE_TLS_KEY_FILE {key}: the key file is encrypted; give an unencrypted key"
+            ) from None
     return context
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _refuse_password() -> bytes:
+    raise _Encrypted  # not a prompt on the terminal (as inferline.tls, kept out of this import)
 
 
 def check(port: str, context: ssl.SSLContext | None = None) -> bool | None:

@@ -16,11 +16,38 @@ def check(settings: Settings) -> None:
         return
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        load_cert_chain(context, settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_client_ca_file is not None:
             context.load_verify_locations(settings.tls_client_ca_file)
+    except ValueError as exc:
+        raise ValueError(f"TLS: {exc}") from None
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"TLS: cannot use the certificate, key or client CA: {exc}") from None
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _refuse_password() -> bytes:
+    # Without a callback OpenSSL asks for the pass phrase on the terminal: the start would
+    # wait on it, or fail with "[Errno 22] Invalid argument" where there is none.
+    raise _Encrypted
+
+
+def load_cert_chain(
+    context: ssl.SSLContext,
+    cert: Path,
+    key: Path,
+    names: tuple[str, str] = ("tls_cert_file", "tls_key_file"),
+) -> None:
+    """``context.load_cert_chain``, with a ValueError for a key behind a pass phrase."""
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_password)
+    except _Encrypted:
+        raise ValueError(
+            f"{names[1]} {key}: the key file is encrypted; give an unencrypted key"
+        ) from None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

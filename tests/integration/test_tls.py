@@ -19,6 +19,7 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2 as hpb
 from grpc_health.v1 import health_pb2_grpc
 
+from inferline.loadtest.runner import tls_context
 from tests.certs import make_certificates, make_refused_by_grpc
 from tests.conftest import Server, ServerFactory, free_port, model_dir
 from tests.deploy.dockerfile import run_healthcheck
@@ -69,21 +70,31 @@ def channel(server: Server, certs: Path, cert: bool = False) -> grpc.Channel:
 
 def failed_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``inferline serve`` with ``env``, which must stop it before it binds."""
+    env = {
+        "INFERLINE_MODEL_DIR": str(model_dir()),
+        "INFERLINE_PORT": "0",
+        "INFERLINE_GRPC_PORT": "0",
+        **env,
+    }
+    return run_module("inferline.cli", env, "serve")
+
+
+def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` with ``env`` alone, and no terminal to prompt on."""
     return subprocess.run(
-        [sys.executable, "-m", "inferline.cli", "serve"],
+        [sys.executable, "-m", module, *args],
         env={
             "PATH": "/usr/bin:/bin",
             # the source under test, when it is not the installed one
             **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
-            "INFERLINE_MODEL_DIR": str(model_dir()),
-            "INFERLINE_PORT": "0",
-            "INFERLINE_GRPC_PORT": "0",
             **env,
         },
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        start_new_session=True,  # no controlling terminal: OpenSSL cannot open /dev/tty
     )
 
 
@@ -189,6 +200,21 @@ def test_files_only_grpc_refuses_stop_the_start_as_tls_not_as_a_taken_port(
     assert done.returncode == 2, done.stderr
     assert "TLS: gRPC cannot use the certificate or key" in done.stderr, done.stderr
     assert "INFERLINE_GRPC_PORT" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_encrypted_key_is_refused_not_asked_for(certs: Path, tmp_path: Path) -> None:
+    """OpenSSL would otherwise prompt for the pass phrase on the terminal."""
+    encrypted = {
+        **tls_env(certs, mutual=True),
+        "INFERLINE_TLS_KEY_FILE": str(certs / "server.enc.key"),
+    }
+    done = failed_start(encrypted)
+    assert done.returncode == 2, done.stderr
+    assert f"TLS: tls_key_file {certs / 'server.enc.key'}: the key file is encrypted" in done.stderr
+    health = run_module("inferline.healthcheck", {**encrypted, "INFERLINE_PORT": str(free_port())})
+    assert health.returncode == 1 and "the key file is encrypted" in health.stderr, health.stderr
+    with pytest.raises(ValueError, match=r"--key .*: the key file is encrypted"):
+        tls_context(certs / "ca.crt", certs / "client.crt", certs / "server.enc.key")
 
 
 def test_a_taken_grpc_port_under_tls_is_still_a_taken_port(certs: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from inferline import textfile
+from inferline import textfile, tls
 from inferline.loadtest.client import Record, Target, closed_loop, open_loop
 from inferline.loadtest.progress import live
 from inferline.loadtest.stats import Summary, summarize
@@ -256,8 +256,8 @@ def tls_context(
     if (certfile is None) != (keyfile is None):
         raise ValueError("--cert and --key go together")
     context = ssl.create_default_context(cafile=cafile)
-    if certfile is not None:
-        context.load_cert_chain(certfile, keyfile)
+    if certfile is not None and keyfile is not None:
+        tls.load_cert_chain(context, certfile, keyfile, ("--cert", "--key"))
     return context
 
 
