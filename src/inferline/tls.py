@@ -18,11 +18,9 @@ def check(settings: Settings) -> None:
     try:
         load_cert_chain(context, settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_client_ca_file is not None:
-            context.load_verify_locations(settings.tls_client_ca_file)
+            load_verify_locations(context, settings.tls_client_ca_file)
     except ValueError as exc:
         raise ValueError(f"TLS: {exc}") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"TLS: cannot use the certificate, key or client CA: {exc}") from None
 
 
 class _Encrypted(Exception):
@@ -41,13 +39,33 @@ def load_cert_chain(
     key: Path,
     names: tuple[str, str] = ("tls_cert_file", "tls_key_file"),
 ) -> None:
-    """``context.load_cert_chain``, with a ValueError for a key behind a pass phrase."""
+    """``context.load_cert_chain``; ValueError names the setting (``names``) and file at
+    fault: ssl's own errors name neither ("[Errno 2] No such file or directory")."""
+    for name, path in zip(names, (cert, key), strict=True):
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise ValueError(f"cannot use {name} {path}: {exc.strerror or exc}") from None
     try:
         context.load_cert_chain(cert, key, password=_refuse_password)
     except _Encrypted:
         raise ValueError(
             f"{names[1]} {key}: the key file is encrypted; give an unencrypted key"
         ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use {names[0]} {cert} with {names[1]} {key}: {exc}") from None
+
+
+def load_verify_locations(
+    context: ssl.SSLContext, ca: Path, name: str = "tls_client_ca_file"
+) -> None:
+    """``context.load_verify_locations``; ValueError names the setting and file."""
+    try:
+        context.load_verify_locations(ca)
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot use {name} {ca}: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot use {name} {ca}: {exc.strerror or exc}") from None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

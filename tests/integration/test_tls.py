@@ -163,21 +163,57 @@ def test_the_image_healthcheck_speaks_tls_and_mutual_tls(
         ({"INFERLINE_TLS_CLIENT_CA_FILE": "ca.crt"}, "needs tls_cert_file"),
         (
             {"INFERLINE_TLS_CERT_FILE": "ca.crt", "INFERLINE_TLS_KEY_FILE": "server.key"},
-            "TLS: cannot use",
+            "TLS: cannot use tls_cert_file {dir}/ca.crt with tls_key_file {dir}/server.key",
         ),
         (
             {"INFERLINE_TLS_CERT_FILE": "nope.crt", "INFERLINE_TLS_KEY_FILE": "server.key"},
-            "TLS: cannot use",
+            "TLS: cannot use tls_cert_file {dir}/nope.crt: No such file",
+        ),
+        (
+            {"INFERLINE_TLS_CERT_FILE": "server.crt", "INFERLINE_TLS_KEY_FILE": "nope.key"},
+            "TLS: cannot use tls_key_file {dir}/nope.key: No such file",
+        ),
+        (
+            {
+                "INFERLINE_TLS_CERT_FILE": "server.crt",
+                "INFERLINE_TLS_KEY_FILE": "server.key",
+                "INFERLINE_TLS_CLIENT_CA_FILE": "nope.ca",
+            },
+            "TLS: cannot use tls_client_ca_file {dir}/nope.ca: No such file",
         ),
     ],
-    ids=["cert-without-key", "ca-without-cert", "key-of-another-cert", "missing-file"],
+    ids=[
+        "cert-without-key",
+        "ca-without-cert",
+        "key-of-another-cert",
+        "missing-cert",
+        "missing-key",
+        "missing-client-ca",
+    ],
 )
 def test_bad_tls_settings_stop_the_start_with_a_message(
     certs: Path, env: dict[str, str], message: str
 ) -> None:
     done = failed_start({k: str(certs / v) for k, v in env.items()})
     assert done.returncode == 2, done.stderr
-    assert message in done.stderr and "Traceback" not in done.stderr
+    assert message.format(dir=certs) in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (("nope.crt", "client.crt", "client.key"), "cannot use --cacert {dir}/nope.crt: No such"),
+        (("ca.crt", "nope.crt", "client.key"), "cannot use --cert {dir}/nope.crt: No such"),
+        (("ca.crt", "client.crt", "nope.key"), "cannot use --key {dir}/nope.key: No such"),
+    ],
+    ids=["cacert", "cert", "key"],
+)
+def test_bench_names_the_tls_file_it_cannot_use(
+    certs: Path, names: tuple[str, str, str], message: str
+) -> None:
+    with pytest.raises(ValueError) as err:
+        tls_context(*(certs / name for name in names))
+    assert message.format(dir=certs) in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -255,7 +255,12 @@ def tls_context(
         return None
     if (certfile is None) != (keyfile is None):
         raise ValueError("--cert and --key go together")
-    context = ssl.create_default_context(cafile=cafile)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot use --cacert {cafile}: {exc}") from None
+    except OSError as exc:  # which names no file
+        raise ValueError(f"cannot use --cacert {cafile}: {exc.strerror or exc}") from None
     if certfile is not None and keyfile is not None:
         tls.load_cert_chain(context, certfile, keyfile, ("--cert", "--key"))
     return context
