@@ -53,3 +53,26 @@ def make_refused_by_grpc(directory: Path) -> None:
         "-days", "2", "-subj", "/CN=localhost", "-keyout", "pss.key", "-out", "pss.crt",
     )  # fmt: skip
     run("x509", "-in", "server.crt", "-trustout", "-out", "trusted.crt")
+
+
+def make_out_of_date(directory: Path) -> None:
+    """After make_certificates: expired.crt (valid in January 2020) and future.crt (from
+    2035) for server.key, signed by the CA. `openssl x509` cannot set past or future dates,
+    `openssl ca` can."""
+    (directory / "index.txt").write_text("")
+    (directory / "serial").write_text("1000\n")
+    (directory / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nserial = serial\n"
+        "new_certs_dir = .\ndefault_md = sha256\npolicy = p\nunique_subject = no\n"
+        "[p]\ncommonName = supplied\n"
+    )
+    run = _openssl(directory)
+    for name, start, end in [
+        ("expired", "20200101000000Z", "20200201000000Z"),
+        ("future", "20350101000000Z", "20360101000000Z"),
+    ]:
+        run(
+            "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+            "-in", "server.csr", "-extfile", "server.ext", "-startdate", start,
+            "-enddate", end, "-notext", "-out", f"{name}.crt",
+        )  # fmt: skip

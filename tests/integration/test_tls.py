@@ -3,6 +3,7 @@ here; Triton's gRPC client and the gRPC project's health stubs over TLS."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -20,7 +21,7 @@ from grpc_health.v1 import health_pb2 as hpb
 from grpc_health.v1 import health_pb2_grpc
 
 from inferline.loadtest.runner import tls_context
-from tests.certs import make_certificates, make_refused_by_grpc
+from tests.certs import make_certificates, make_out_of_date, make_refused_by_grpc
 from tests.conftest import Server, ServerFactory, free_port, model_dir
 from tests.deploy.dockerfile import run_healthcheck
 
@@ -251,6 +252,32 @@ def test_an_encrypted_key_is_refused_not_asked_for(certs: Path, tmp_path: Path) 
     assert health.returncode == 1 and "the key file is encrypted" in health.stderr, health.stderr
     with pytest.raises(ValueError, match=r"--key .*: the key file is encrypted"):
         tls_context(certs / "ca.crt", certs / "client.crt", certs / "server.enc.key")
+
+
+@pytest.mark.parametrize(
+    ("name", "warning"),
+    [
+        ("expired", "has expired: valid from 2020-01-01 00:00:00 UTC to 2020-02-01 00:00:00 UTC"),
+        ("future", "is not valid yet: valid from 2035-01-01 00:00:00 UTC to 2036-01-01"),
+    ],
+    ids=["expired", "future"],
+)
+def test_a_certificate_out_of_its_dates_is_a_warning_at_start(
+    server_factory: ServerFactory, certs: Path, tmp_path: Path, name: str, warning: str
+) -> None:
+    for file in ("ca.crt", "ca.key", "server.csr", "server.ext"):
+        (tmp_path / file).write_bytes((certs / file).read_bytes())
+    make_out_of_date(tmp_path)
+    env = {**tls_env(certs), "INFERLINE_TLS_CERT_FILE": str(tmp_path / f"{name}.crt")}
+    # A client that checks no dates (nor anything else), to see the server up.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with httpx.Client(verify=context, timeout=10) as blind:
+        server = server_factory(env, wait_ready=False, verify=blind)
+    lines = [line for line in server.output().splitlines() if "tls_cert_file" in line]
+    assert len(lines) == 1 and warning in lines[0], server.output()
+    assert json.loads(lines[0])["level"] == "warning"
 
 
 def test_a_taken_grpc_port_under_tls_is_still_a_taken_port(certs: Path) -> None:
