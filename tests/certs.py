@@ -76,3 +76,14 @@ def make_out_of_date(directory: Path) -> None:
             "-in", "server.csr", "-extfile", "server.ext", "-startdate", start,
             "-enddate", end, "-notext", "-out", f"{name}.crt",
         )  # fmt: skip
+
+
+def make_server_auth_only(directory: Path) -> None:
+    """After make_certificates: srvonly.crt, for server.key, good for serverAuth alone."""
+    (directory / "srvonly.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(directory)(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "srvonly.ext", "-out", "srvonly.crt",
+    )  # fmt: skip

@@ -4,13 +4,14 @@ Compose (Kubernetes uses the manifests' probes instead).
 One image runs either ``inferline serve`` (``/health/live`` on ``INFERLINE_PORT``) or
 ``inferline worker`` (on ``INFERLINE_WORKER_METRICS_PORT``), and a HEALTHCHECK cannot tell
 which: the first port that takes the connection decides. Standard library only, so that
-a check every few seconds costs little.
+a check every few seconds costs little. A failed check says why in one line on stderr.
 
 With ``INFERLINE_TLS_CERT_FILE`` set the API's port speaks HTTPS: the check connects over
 TLS without verifying (it is its own port, on loopback). With mutual TLS
 (``INFERLINE_TLS_CLIENT_CA_FILE``) it presents the server's own certificate, which passes
-when the client CA also signed it; Kubernetes' HTTP probes present none, so under mutual
-TLS an exec probe running this module is the way to probe (docs/operations.md, "TLS").
+when the client CA also signed it, for clientAuth too; Kubernetes' HTTP probes present
+none, so under mutual TLS an exec probe running this module is the way to probe
+(docs/operations.md, "TLS").
 """
 
 from __future__ import annotations
@@ -60,20 +61,40 @@ def _refuse_password() -> bytes:
     raise _Encrypted  # not a prompt on the terminal (as inferline.tls, kept out of this import)
 
 
-def check(port: str, context: ssl.SSLContext | None = None) -> bool | None:
+# Under mutual TLS a handshake refused for the certificate ends the connection this way.
+MUTUAL_TLS_NOTE = (
+    "under mutual TLS this check presents INFERLINE_TLS_CERT_FILE, which the client CA must "
+    "have signed, for clientAuth as well as serverAuth (extendedKeyUsage)"
+)
+
+
+def check(port: str, context: ssl.SSLContext | None = None, note: str = "") -> bool | None:
     """True when ``/health/live`` answers 200, False when it answers otherwise or not in
-    time, None when nothing listens on the port."""
+    time (and why, on stderr, with ``note`` when the connection was cut), None when
+    nothing listens on the port."""
     scheme = "https" if context is not None else "http"
     url = f"{scheme}://127.0.0.1:{port}/health/live"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:
-            return bool(response.status == 200)
-    except urllib.error.HTTPError:
-        return False
+            if response.status == 200:
+                return True
+            return _failed(url, f"HTTP {response.status}")
+    except urllib.error.HTTPError as exc:
+        return _failed(url, f"HTTP {exc.code}")
     except urllib.error.URLError as exc:
-        return None if isinstance(exc.reason, ConnectionRefusedError) else False
-    except (OSError, http.client.HTTPException):  # a timeout, a reset, or not HTTP at all
-        return False
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return None
+        return _failed(url, exc.reason, note if isinstance(exc.reason, ssl.SSLError) else "")
+    except (OSError, http.client.HTTPException) as exc:  # a timeout, a reset, or not HTTP at all
+        cut = (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)
+        return _failed(url, exc, note if isinstance(exc, cut) else "")
+
+
+def _failed(url: str, why: object, note: str = "") -> bool:
+    """Docker keeps a HEALTHCHECK's output: one line on why it failed."""
+    text = str(why) or type(why).__name__
+    print(f"healthcheck: {url}: {text}{'; ' + note if note else ''}", file=sys.stderr)
+    return False
 
 
 def main() -> int:
@@ -82,10 +103,11 @@ def main() -> int:
     except (OSError, ValueError) as exc:  # an unreadable certificate or key
         print(f"healthcheck: {exc}", file=sys.stderr)
         return 1
+    mutual = bool(os.environ.get("INFERLINE_TLS_CLIENT_CA_FILE"))
     for port, context in found:
         if port == "0":  # turned off
             continue
-        alive = check(port, context)
+        alive = check(port, context, MUTUAL_TLS_NOTE if context is not None and mutual else "")
         if alive is not None:
             return 0 if alive else 1
     return 1

@@ -21,7 +21,12 @@ from grpc_health.v1 import health_pb2 as hpb
 from grpc_health.v1 import health_pb2_grpc
 
 from inferline.loadtest.runner import tls_context
-from tests.certs import make_certificates, make_out_of_date, make_refused_by_grpc
+from tests.certs import (
+    make_certificates,
+    make_out_of_date,
+    make_refused_by_grpc,
+    make_server_auth_only,
+)
 from tests.conftest import Server, ServerFactory, free_port, model_dir
 from tests.deploy.dockerfile import run_healthcheck
 
@@ -155,6 +160,21 @@ def test_the_image_healthcheck_speaks_tls_and_mutual_tls(
     # It presents the server's own certificate, which the same CA signed here.
     assert run_healthcheck(**env, **tls_env(certs, mutual=True)) == 0
     assert run_healthcheck(**env, **tls_env(certs)) == 1  # no certificate: refused
+
+
+def test_the_healthcheck_says_why_mutual_tls_refused_its_certificate(
+    server_factory: ServerFactory, certs: Path
+) -> None:
+    """It presents the server's certificate: one for serverAuth alone is refused."""
+    make_server_auth_only(certs)
+    env = {**tls_env(certs, mutual=True), "INFERLINE_TLS_CERT_FILE": str(certs / "srvonly.crt")}
+    with client(certs, cert=True) as trusted:
+        server = server_factory(env, wait_ready=False, verify=trusted)
+    env["INFERLINE_PORT"] = server.url.rsplit(":", 1)[1]
+    env["INFERLINE_WORKER_METRICS_PORT"] = str(free_port())
+    done = run_module("inferline.healthcheck", env)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and "clientAuth" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(
