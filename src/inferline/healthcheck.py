@@ -22,16 +22,19 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 TIMEOUT_S = 2.0
 
 
-def targets() -> list[tuple[str, ssl.SSLContext | None]]:
-    """The API's port (over TLS when it is on), then the worker's (always plain)."""
+def targets() -> list[tuple[str, Callable[[], ssl.SSLContext | None]]]:
+    """The API's port (over TLS when it is on), then the worker's (always plain); each with
+    what makes its TLS context, only when its turn comes: a worker's container may carry
+    the API's TLS variables without their files."""
     env = os.environ.get
     return [
-        (env("INFERLINE_PORT", "8000"), tls_context()),
-        (env("INFERLINE_WORKER_METRICS_PORT", "9100"), None),
+        (env("INFERLINE_PORT", "8000"), tls_context),
+        (env("INFERLINE_WORKER_METRICS_PORT", "9100"), lambda: None),
     ]
 
 
@@ -98,18 +101,21 @@ def _failed(url: str, why: object, note: str = "") -> bool:
 
 
 def main() -> int:
-    try:
-        found = targets()
-    except (OSError, ValueError) as exc:  # an unreadable certificate or key
-        print(f"healthcheck: {exc}", file=sys.stderr)
-        return 1
     mutual = bool(os.environ.get("INFERLINE_TLS_CLIENT_CA_FILE"))
-    for port, context in found:
+    unusable = ""
+    for port, make_context in targets():
         if port == "0":  # turned off
             continue
+        try:
+            context = make_context()
+        except (OSError, ValueError) as exc:  # an unreadable certificate or key
+            unusable = f"healthcheck: {exc}"
+            continue  # the next port may need none
         alive = check(port, context, MUTUAL_TLS_NOTE if context is not None and mutual else "")
         if alive is not None:
             return 0 if alive else 1
+    if unusable:
+        print(unusable, file=sys.stderr)
     return 1
 
 
