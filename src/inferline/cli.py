@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         settings = _settings(args)  # a mistake is reported before the server's imports
+        _quiet_grpc()
         from inferline.server import serve
 
         serve(settings)
@@ -207,9 +209,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_grpc() -> None:
+    """gRPC core writes each failed TLS handshake on its port (any client can cause one) as
+    a plain-text INFO line on stderr, among the JSON lines; ERROR keeps its errors. Read
+    when grpc is first imported, so before the server's and the worker's imports."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def _queue(args: argparse.Namespace) -> int:
     if args.command == "worker":
         settings = _settings(args)
+        _quiet_grpc()  # its engines may be gRPC clients
         from inferline.queue.run import run_worker
 
         run_worker(settings)

@@ -3,6 +3,7 @@ here; Triton's gRPC client and the gRPC project's health stubs over TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -298,6 +299,22 @@ def test_a_certificate_out_of_its_dates_is_a_warning_at_start(
     lines = [line for line in server.output().splitlines() if "tls_cert_file" in line]
     assert len(lines) == 1 and warning in lines[0], server.output()
     assert json.loads(lines[0])["level"] == "warning"
+
+
+def test_a_failed_grpc_handshake_leaves_the_log_json(
+    server_factory: ServerFactory, certs: Path
+) -> None:
+    """gRPC core would write a plain-text line for it on stderr."""
+    with client(certs) as c:
+        server = server_factory(tls_env(certs), wait_ready=False, verify=c)
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with contextlib.suppress(OSError):
+            while plain.recv(4096):  # until the server closes it: the handshake failed
+                pass
+    assert server.stop() == 0
+    for line in server.output().splitlines():
+        json.loads(line)
 
 
 def test_a_taken_grpc_port_under_tls_is_still_a_taken_port(certs: Path) -> None:
