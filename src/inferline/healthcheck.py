@@ -23,6 +23,9 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+from inferline.keypair import load_cert_chain
 
 TIMEOUT_S = 2.0
 
@@ -47,21 +50,9 @@ def tls_context() -> ssl.SSLContext | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # its own port, on loopback: nothing to verify
     if env("INFERLINE_TLS_CLIENT_CA_FILE") and key:
-        try:
-            context.load_cert_chain(cert, key, password=_refuse_password)
-        except _Encrypted:
-            raise ValueError(
-                f"INFERLINE_TLS_KEY_FILE {key}: the key file is encrypted; give an unencrypted key"
-            ) from None
+        names = ("INFERLINE_TLS_CERT_FILE", "INFERLINE_TLS_KEY_FILE")
+        load_cert_chain(context, Path(cert), Path(key), names)
     return context
-
-
-class _Encrypted(Exception):
-    pass
-
-
-def _refuse_password() -> bytes:
-    raise _Encrypted  # not a prompt on the terminal (as inferline.tls, kept out of this import)
 
 
 # Under mutual TLS a handshake refused for the certificate ends the connection this way.

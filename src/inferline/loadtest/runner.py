@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from inferline import textfile, tls
+from inferline import textfile
+from inferline.keypair import load_cert_chain
 from inferline.loadtest.client import Record, Target, closed_loop, open_loop
 from inferline.loadtest.progress import live
 from inferline.loadtest.stats import Summary, summarize
@@ -262,7 +263,7 @@ def tls_context(
     except OSError as exc:  # which names no file
         raise ValueError(f"cannot use --cacert {cafile}: {exc.strerror or exc}") from None
     if certfile is not None and keyfile is not None:
-        tls.load_cert_chain(context, certfile, keyfile, ("--cert", "--key"))
+        load_cert_chain(context, certfile, keyfile, ("--cert", "--key"))
     return context
 
 
