@@ -130,8 +130,8 @@ class Settings(BaseSettings):
     are truncated (``/predict`` and ``/embed`` say so per text)."""
     max_header_bytes: int = Field(16_384, ge=1024)
     """Largest total size of a request's headers; larger ones get 431."""
-    # allow_inf_nan=False: inf passed validation and crashed where seconds become whole
-    # numbers (int() in the server's set-up, XAUTOCLAIM's milliseconds)
+    # allow_inf_nan=False here and below: an endless keep-alive, grace or lease is a mistake
+    # (inf once crashed the server's set-up, and XAUTOCLAIM takes whole milliseconds)
     keep_alive_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     """How long an idle keep-alive connection stays open."""
     max_connections: int = Field(2048, ge=1)
