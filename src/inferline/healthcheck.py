@@ -105,8 +105,11 @@ def main() -> int:
         alive = check(port, context, MUTUAL_TLS_NOTE if context is not None and mutual else "")
         if alive is not None:
             return 0 if alive else 1
-    if unusable:
-        print(unusable, file=sys.stderr)
+    print(
+        unusable
+        or "healthcheck: nothing answers on the API's or the worker's port (starting, or down)",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from inferline.cli import main
 from inferline.config import SERVE_ONLY, WORKER_ONLY, Settings
+from inferline.errors import ModelBuildError
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_model_build_never_replaces_a_folder_that_is_not_a_model_directory(
     """It renamed the folder away and deleted it, with whatever it held ($HOME, say)."""
     (tmp_path / "precious.txt").write_text("keep me")
     assert main(["model", "build", "--model-dir", str(tmp_path)]) == 2
-    assert "holds files but no manifest.json" in capsys.readouterr().err
+    assert "holds files the build did not write" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     assert main(["model", "build", "--model-dir", str(tmp_path / "precious.txt")]) == 2
     assert "is a file, not a model directory" in capsys.readouterr().err
@@ -137,6 +138,7 @@ def test_a_broken_manifest_is_named_not_called_a_setting(
         ('{"id": 1, "text": ["bad"], "rating": 2}', "'text' is not a string"),
         ('{"id": 1, "text": "fine", "rating": NaN}', "'rating' is not finite"),
         ('{"id": 1, "text": "fine", "rating": "1e999"}', "'rating' is not a number"),
+        ('{"id": 1, "text": "fine", "rating": 1' + "0" * 400 + "}", "too large"),
     ],
 )
 def test_eval_refuses_rows_it_used_to_score_as_something_else(
@@ -162,3 +164,15 @@ def test_eval_json_without_polar_rows_is_strict_json(
 
     scores = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert scores["model"]["polar_accuracy"] is None and scores["model"]["n"] == 1
+
+
+def test_model_build_replaces_a_model_directory_that_lost_its_manifest(tmp_path: Path) -> None:
+    """serve and eval send such a folder to `model build`, which must not refuse it."""
+    from inferline.modelrepo.build import _check_replaceable
+
+    for name in ("tokenizer.json", "model.onnx", "sentiment.int8.onnx"):
+        (tmp_path / name).write_bytes(b"partial")
+    _check_replaceable(tmp_path)  # the build's own files alone: replaced
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ModelBuildError, match=r"files the build did not write \('notes.txt'\)"):
+        _check_replaceable(tmp_path)

@@ -52,3 +52,16 @@ def test_a_worker_is_checked_without_the_apis_tls_files(
             worker.shutdown()
         assert main() == 1  # neither answers: the files are the reason given
     assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_nothing_listening_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commonest failure (starting, or crashed) left Docker's health log empty."""
+    with socket.socket() as api, socket.socket() as worker:
+        for sock, name in ((api, "INFERLINE_PORT"), (worker, "INFERLINE_WORKER_METRICS_PORT")):
+            sock.bind(("127.0.0.1", 0))  # bound, not listening: refused
+            monkeypatch.setenv(name, str(sock.getsockname()[1]))
+        monkeypatch.delenv("INFERLINE_TLS_CERT_FILE", raising=False)
+        assert main() == 1
+    assert "nothing answers on the API's or the worker's port" in capsys.readouterr().err

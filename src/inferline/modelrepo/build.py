@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from inferline.tokenizer import TextEncoder
 
 BUILD_VERSION = "5"  # bump whenever the export changes, so that old directories rebuild
+BUILT = ("manifest.json", "tokenizer.json")  # the files a build writes, and .onnx graphs
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with sequences of at most 256 tokens
 EMBEDDING_DIM = 384
 T = TypeVar("T")
@@ -186,11 +187,15 @@ def _check_replaceable(model_dir: Path) -> None:
     (one level too high, or $HOME), which it would delete with all it holds."""
     if model_dir.exists() and not model_dir.is_dir():
         raise ModelBuildError(f"{model_dir} is a file, not a model directory")
-    manifest = model_dir / "manifest.json"
-    if model_dir.is_dir() and any(model_dir.iterdir()) and not manifest.is_file():
+    if not model_dir.is_dir() or (model_dir / "manifest.json").is_file():
+        return
+    # A model directory that lost its manifest (a partial copy) holds the build's files only.
+    foreign = [e.name for e in model_dir.iterdir() if e.suffix != ".onnx" and e.name not in BUILT]
+    if foreign:
         raise ModelBuildError(
-            f"{model_dir} holds files but no manifest.json, so it is not a model "
-            "directory, and the build would replace it whole: give an empty or new folder"
+            f"{model_dir} holds files the build did not write ({foreign[0]!r}) and no "
+            "manifest.json, so it is not a model directory, and the build would replace it "
+            "whole: give an empty or new folder"
         )
 
 

@@ -53,7 +53,7 @@ def load_file(path: Path) -> list[Example]:
             if not math.isfinite(rating):
                 raise ValueError("'rating' is not finite")
             example = Example(str(row["id"]), text, label_of(rating), source, float(rating))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # Overflow: 1e400 as an int
             why = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(
                 f"{path}:{n}: expected an object with 'id', 'text' and a numeric 'rating' ({why})"
