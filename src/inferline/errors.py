@@ -93,6 +93,11 @@ class ModelBuildError(InferlineError):
     """The model directory could not be built or failed its verification."""
 
 
+# The refusals: their messages are written for the client, on every protocol and in a job's
+# result. Any other error is a failure, shown by an error id (its text may hold a path).
+REFUSALS = (InvalidInput, Unauthorized, NotFound, Overloaded, Unavailable, DeadlineExceeded)
+
+
 def reason_of(exc: InferlineError) -> str:
     """The ``reason`` label of ``inferline_rejected_total`` for a refused request."""
     if isinstance(exc, PayloadTooLarge):

@@ -25,14 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from inferline.api.validation import check_texts
 from inferline.config import Settings
-from inferline.errors import (
-    DeadlineExceeded,
-    EngineError,
-    InferlineError,
-    InvalidInput,
-    NotFound,
-    Overloaded,
-)
+from inferline.errors import REFUSALS, DeadlineExceeded, InvalidInput, NotFound, Overloaded
 from inferline.queue.keys import ID_RULE, JOB_ID, MODELS, QueueKeys, keys_of
 from inferline.queue.producer import DONE, FAILED, encode_outcome
 from inferline.telemetry import context, tracing
@@ -405,8 +398,8 @@ class Worker:
                     job.error += f" ({cause})"
                 # As HTTP's 500: the detail (a path, an upstream's words) stays in the log
                 # and the dead letter; GET /v1/jobs/{id} gives an id to find it by.
-                told = isinstance(exc, InferlineError) and not isinstance(exc, EngineError)
-                job.shown = str(exc) if told else f"internal error (id {uuid.uuid4().hex})"
+                refused = isinstance(exc, REFUSALS)
+                job.shown = str(exc) if refused else f"internal error (id {uuid.uuid4().hex})"
                 log.warning(
                     "job %s failed (delivery %d): %s [%s]",
                     job.id,
